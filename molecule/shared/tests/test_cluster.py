@@ -1,0 +1,139 @@
+"""What an operator of a combination-4 cluster relies on, checked on the real lab.
+
+Each test names the promise it proves; the helpers are in conftest.py.
+"""
+
+import pytest
+
+PROBE = "revoked-probe.domain.com"
+
+
+def catalog_url(entry, node):
+    return f"https://{entry}:8140/puppet/v3/catalog/{node}?environment=production"
+
+
+def test_agent_run_through_the_load_balancer_applies_the_deployed_code(cluster):
+    agent = cluster.agents[0]
+    run = cluster.agent_run(agent)
+    assert run.rc in (0, 2), run.stdout + run.stderr
+    assert f"Requesting catalog from {cluster.server_name}:8140" in run.stdout
+    assert cluster.compiled_by(run.stdout) in cluster.masters
+    proof = cluster.host(agent).file("/var/tmp/puppet-cluster-proof")
+    assert proof.exists and proof.content_string == "code revision 1\n"
+
+
+def test_every_master_compiles_catalogs(cluster):
+    agent = cluster.agents[0]
+    seen = set()
+    for _ in range(2 * len(cluster.masters) + 2):
+        run = cluster.agent_run(agent)
+        assert run.rc in (0, 2), run.stdout + run.stderr
+        seen.add(cluster.compiled_by(run.stdout))
+        if seen == set(cluster.masters):
+            break
+    assert seen == set(cluster.masters)
+    for master in cluster.masters:
+        assert f"/puppet/v3/catalog/{agent}" in cluster.access_log(master), master
+
+
+def test_certificate_requests_are_handled_by_the_ca_only(cluster):
+    ca_log = cluster.host(cluster.ca).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
+    for node in cluster.agents + cluster.masters:
+        assert f"/puppet-ca/v1/certificate_request/{node}" in ca_log, node
+    for master in cluster.masters:
+        assert "/puppet-ca/v1/certificate_request/" not in cluster.access_log(master), master
+        # No CA service answers on a master.
+        status = cluster.https_status(cluster.agents[0], f"https://{master}:8140/puppet-ca/v1/certificate/ca")
+        assert status == 404, (master, status)
+        ca_cfg = cluster.host(master).file("/etc/puppet/puppetserver/services.d/ca.cfg").content_string
+        assert "certificate-authority-disabled-service" in ca_cfg
+
+
+def test_catalog_without_a_client_certificate_is_refused(cluster):
+    for entry in cluster.entry_points():
+        assert cluster.https_status(cluster.agents[0], catalog_url(entry, cluster.agents[0])) == 403, entry
+
+
+def test_forged_client_headers_are_refused(cluster):
+    agent = cluster.agents[0]
+    forged = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={agent}", "X-Client-Cert": "forged"}
+    for entry in cluster.entry_points():
+        # No certificate, identity claimed in headers.
+        assert cluster.https_status(agent, catalog_url(entry, agent), headers=forged) == 403, entry
+        # A real certificate claiming someone else's identity in headers.
+        as_master = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={cluster.masters[0]}"}
+        status = cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent, headers=as_master)
+        assert status == 403, entry
+
+
+def test_a_node_cannot_fetch_another_nodes_catalog(cluster):
+    agent = cluster.agents[0]
+    for entry in cluster.entry_points():
+        assert cluster.https_status(agent, catalog_url(entry, agent), cert=agent) == 200, entry
+        assert cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent) == 403, entry
+
+
+def test_plain_http_backends_are_not_reachable_from_outside(cluster):
+    agent = cluster.host(cluster.agents[0])
+    for master in cluster.masters:
+        listeners = cluster.host(master).run("ss -Hltn").stdout
+        assert ":80 " not in listeners, master
+        if cluster.var(master, "puppet_master_frontend", "nginx") != "none":
+            assert "127.0.0.1:18140" in listeners, master
+            probe = agent.run(f"curl -s --max-time 5 http://{master}:18140/status/v1/simple")
+            assert probe.rc != 0, master
+
+
+@pytest.mark.parametrize("protocol,accepted", [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
+def test_only_tls_1_2_and_newer_are_offered(cluster, protocol, accepted):
+    agent = cluster.host(cluster.agents[0])
+    for entry in cluster.entry_points():
+        handshake = agent.run(
+            f"openssl s_client -connect {entry}:8140 -servername {entry} {protocol} "
+            f"-CAfile /var/lib/puppet/ssl/certs/ca.pem -verify_return_error </dev/null"
+        )
+        assert (handshake.rc == 0) == accepted, (entry, protocol, handshake.stdout[-400:])
+
+
+def test_agent_runs_succeed_with_one_master_down(cluster):
+    down = cluster.masters[0]
+    services = ["puppetserver"]
+    front = cluster.var(down, "puppet_master_frontend", "nginx")
+    if front != "none":
+        services.append({"nginx": "nginx", "apache": "apache2"}[front])
+    host = cluster.host(down)
+    host.run(f"systemctl stop {' '.join(services)}")
+    try:
+        for _ in range(3):
+            run = cluster.agent_run(cluster.agents[0])
+            assert run.rc in (0, 2), run.stdout + run.stderr
+            assert cluster.compiled_by(run.stdout) != down
+    finally:
+        host.run(f"systemctl start {' '.join(services)}")
+        cluster.wait_master_ready(down)
+
+
+def test_a_revoked_certificate_is_refused_after_the_next_crl_refresh(cluster):
+    ca = cluster.host(cluster.ca)
+    agent = cluster.host(cluster.agents[0])
+    ca.run(f"puppetserver ca clean --certname {PROBE}")
+    generated = ca.run(f"puppetserver ca generate --certname {PROBE}")
+    assert generated.rc == 0, generated.stdout + generated.stderr
+    for kind in ("certs", "private_keys"):
+        pem = ca.run(f"cat /var/lib/puppet/ssl/{kind}/{PROBE}.pem").stdout
+        agent.run(f"cat > /var/lib/puppet/ssl/{kind}/{PROBE}.pem <<'EOF'\n{pem}EOF")
+    for entry in cluster.entry_points():
+        assert cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE) == 200, entry
+
+    revoked = ca.run(f"puppetserver ca revoke --certname {PROBE}")
+    assert revoked.rc == 0, revoked.stdout + revoked.stderr
+
+    # Nobody restarts anything: the CRL refresh timer on the fronts must bring the
+    # revocation to every entry point (the scenario sets a 20 s interval).
+    def refused_everywhere():
+        return all(
+            cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE) in (0, 400, 401, 403)
+            for entry in cluster.entry_points()
+        )
+
+    cluster.wait_until(refused_everywhere, 120, f"the revoked {PROBE} is refused at {cluster.entry_points()}")
