@@ -137,3 +137,30 @@ def test_a_revoked_certificate_is_refused_after_the_next_crl_refresh(cluster):
         )
 
     cluster.wait_until(refused_everywhere, 120, f"the revoked {PROBE} is refused at {cluster.entry_points()}")
+
+
+def test_requests_the_play_does_not_expect_are_not_signed(cluster):
+    """Autosign is off (or a policy): a request from an unknown node stays pending."""
+    stranger = "stranger.domain.com"
+    ca = cluster.host(cluster.ca)
+    agent = cluster.host(cluster.agents[0])
+    ca.run(f"puppetserver ca clean --certname {stranger}")
+    agent.run(f"rm -f /var/lib/puppet/ssl/*/{stranger}.pem")
+    ca_server = cluster.var(cluster.agents[0], "puppet_cluster_ca_server", cluster.ca)
+    # --csr_attributes /dev/null: no challenge password, whatever the agent has configured.
+    submitted = agent.run(f"puppet ssl submit_request --certname {stranger} --ca_server {ca_server} "
+                          f"--csr_attributes /dev/null")
+    assert submitted.rc == 0, submitted.stdout + submitted.stderr
+    listing = ca.run("puppetserver ca list").stdout
+    assert stranger in listing.split("Signed Certificates")[0], listing
+
+
+def test_autosign_policy_signs_requests_with_the_challenge_password(cluster):
+    if cluster.var(cluster.ca, "puppet_ca_autosign", "off") != "policy":
+        pytest.skip("this scenario keeps autosign off")
+    agent = cluster.agents[0]
+    # The play did not sign the agent's request (puppet_agent_sign_on_ca: false):
+    # the policy executable did, because the CSR carried the challenge password.
+    assert cluster.var(agent, "puppet_agent_sign_on_ca") is False
+    listing = cluster.host(cluster.ca).run("puppetserver ca list --all").stdout
+    assert agent in listing.split("Signed Certificates")[1], listing

@@ -1,0 +1,76 @@
+"""Bad input to ./lab ends with a one-line reason, never a stack trace."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = str(ROOT / "lab")
+
+
+def run_lab(*args, env=None, preexec=None):
+    return subprocess.run([LAB, *args], capture_output=True, text=True, env=env, preexec_fn=preexec, timeout=600)
+
+
+def test_unknown_debian_release_is_named():
+    result = run_lab("images", "sarge")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "lab: unknown Debian release 'sarge' (known: bullseye bookworm trixie)"
+    ]
+
+
+def test_unknown_subcommand_prints_usage():
+    result = run_lab("frobnicate")
+    assert result.returncode == 1
+    assert result.stderr.startswith("lab: usage: ./lab demo | test")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_no_docker_and_not_root_says_what_to_install(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "docker").chmod(0o755)
+    tmp_path.chmod(0o755)
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "LAB_LOG_DIR": str(tmp_path / "logs")}
+    result = run_lab("engine", env=env, preexec=lambda: (os.setgid(65534), os.setuid(65534)))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "lab: no Docker engine answers and this is not Debian as root: install and start Docker, then run again"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and a Docker engine")
+def test_disk_full_during_debootstrap_is_reported(tmp_path):
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.skip("no Docker engine answers")
+    small = tempfile.mkdtemp(dir="/var/tmp")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small], check=True)
+    try:
+        # A debootstrap that writes into its target until the file system is full.
+        fake_bin = tmp_path / "bin"
+        fake_bin.mkdir()
+        (fake_bin / "debootstrap").write_text(
+            '#!/bin/sh\nfor target; do :; done\ntarget=$3\n'
+            'dd if=/dev/zero of="$target/fill" bs=1M count=64 2>/dev/null\nexit 1\n'
+        )
+        (fake_bin / "debootstrap").chmod(0o755)
+        env = dict(os.environ, PATH=f"{fake_bin}:{os.environ['PATH']}", LAB_TMP=small,
+                   LAB_LOG_DIR=str(tmp_path / "logs"))
+        # bullseye: a known release whose image the test suite does not build.
+        existing = subprocess.run(["docker", "images", "-q", "puppet-cluster-lab/debian:bullseye"],
+                                  capture_output=True, text=True).stdout.strip()
+        if existing:
+            pytest.skip("a bullseye lab image exists; the build would not run")
+        result = run_lab("images", "bullseye", env=env)
+    finally:
+        subprocess.run(["umount", small], check=False)
+        os.rmdir(small)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab: debootstrap of bullseye failed: disk full"), result.stderr
