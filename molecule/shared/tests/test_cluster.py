@@ -147,9 +147,9 @@ def test_requests_the_play_does_not_expect_are_not_signed(cluster):
     ca.run(f"puppetserver ca clean --certname {stranger}")
     agent.run(f"rm -f /var/lib/puppet/ssl/*/{stranger}.pem")
     ca_server = cluster.var(cluster.agents[0], "puppet_cluster_ca_server", cluster.ca)
-    # --csr_attributes /dev/null: no challenge password, whatever the agent has configured.
+    # A missing csr_attributes file: no challenge password, whatever the agent has configured.
     submitted = agent.run(f"puppet ssl submit_request --certname {stranger} --ca_server {ca_server} "
-                          f"--csr_attributes /dev/null")
+                          f"--csr_attributes /nonexistent/csr_attributes.yaml")
     assert submitted.rc == 0, submitted.stdout + submitted.stderr
     listing = ca.run("puppetserver ca list").stdout
     assert stranger in listing.split("Signed Certificates")[0], listing
