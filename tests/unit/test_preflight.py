@@ -1,0 +1,97 @@
+"""Bad inventories stop the play with a clear message before anything changes.
+
+The play runs in check mode against hosts that all point at this machine
+(ansible_connection=local), so nothing is installed even if a check were missing;
+every case must fail in a preflight check, with its message.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD_VARS = {
+    "ansible_connection": "local",
+    "ansible_python_interpreter": os.environ.get("PREFLIGHT_PYTHON", "/usr/bin/python3"),
+    "puppet_cluster_combination": 4,
+    "puppet_cluster_server_name": "puppet.domain.com",
+    "puppet_cluster_ca_server": "puppetca.domain.com",
+}
+GOOD_GROUPS = {
+    "puppet_ca": ["puppetca.domain.com"],
+    "puppet_masters": ["puppet1.domain.com", "puppet2.domain.com"],
+    "puppet_lb": ["puppetlb.domain.com"],
+    "puppet_agents": ["agent1.domain.com"],
+}
+
+
+def run_site(tmp_path, groups=None, variables=None, host_vars=None):
+    groups = GOOD_GROUPS if groups is None else groups
+    children = {}
+    for group, hosts in groups.items():
+        children[group] = {"hosts": {h: (host_vars or {}).get(h, {}) for h in hosts}}
+    inventory = {"all": {"vars": {**GOOD_VARS, **(variables or {})}, "children": children}}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run(
+        ["ansible-playbook", "--check", "-i", str(path), str(ROOT / "site.yml")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+CASES = {
+    "no CA group": (
+        dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_ca"}),
+        "exactly one host in puppet_ca",
+    ),
+    "two CAs": (
+        dict(groups={**GOOD_GROUPS, "puppet_ca": ["ca1.domain.com", "ca2.domain.com"]}),
+        "exactly one host in puppet_ca",
+    ),
+    "no masters": (
+        dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_masters"}),
+        "at least one in puppet_masters",
+    ),
+    "combination 7": (dict(variables={"puppet_cluster_combination": 7}), "puppet_cluster_combination (1-5)"),
+    "no shared name": (dict(variables={"puppet_cluster_server_name": ""}), "puppet_cluster_server_name"),
+    "no load balancer in combination 4": (
+        dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_lb"}),
+        "a host in puppet_lb",
+    ),
+    "autosign true": (dict(variables={"puppet_ca_autosign": True}), "Autosigning everything (true) is not offered"),
+    "autosign policy without a password": (
+        dict(variables={"puppet_ca_autosign": "policy"}),
+        "puppet_ca_autosign_challenge_password of 16 characters",
+    ),
+    "unknown front": (dict(variables={"puppet_master_frontend": "lighttpd"}), "must be none, nginx or apache"),
+    "passenger on Debian 12 or 13": (
+        dict(variables={"puppet_master_app_server": "passenger"}),
+        "passenger serves only Puppet 5 masters on Debian 11",
+    ),
+    "master without the shared name": (
+        dict(host_vars={"puppet1.domain.com": {"puppet_master_dns_alt_names": ["other.domain.com"]}}),
+        "must carry the shared name puppet.domain.com",
+    ),
+    "TLS load balancer with a master that has no front": (
+        dict(variables={"puppet_lb_mode": "tls"}, host_vars={"puppet2.domain.com": {"puppet_master_frontend": "none"}}),
+        "would trust X-Client headers from every client",
+    ),
+    "unknown load balancer mode": (dict(variables={"puppet_lb_mode": "udp"}), "puppet_lb_mode must be tcp or tls"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_inventory_stops_with_a_clear_message(tmp_path, case):
+    kwargs, message = CASES[case]
+    rc, output = run_site(tmp_path, **kwargs)
+    assert rc != 0, output[-2000:]
+    assert message in " ".join(output.split()), output[-3000:]
+    # Nothing was installed or configured: no task reported a change.
+    assert "changed=1" not in output and "changed: [" not in output, output[-3000:]
