@@ -8,6 +8,7 @@ certificate and headers, made from inside a lab container.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -49,10 +50,16 @@ class Cluster:
         return result
 
     def compiled_by(self, output):
-        for line in output.splitlines():
-            if "Catalog compiled by " in line:
-                return line.split("Catalog compiled by ", 1)[1].strip()
-        return None
+        """The master named by the test code's notice ("compiled by <servername>")."""
+        match = re.search(r"compiled by (\S+)", output)
+        return match.group(1) if match else None
+
+    def lb_log_lines(self):
+        """Requests (tls mode) or connections (tcp mode) the load balancers logged."""
+        return sum(
+            len(self.host(lb).run("cat /var/log/nginx/puppet-lb-access.log").stdout.splitlines())
+            for lb in self.lbs
+        )
 
     def access_log(self, master):
         """Requests puppetserver itself answered on this master."""
