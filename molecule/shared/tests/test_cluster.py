@@ -94,9 +94,24 @@ def test_only_tls_1_2_and_newer_are_offered(cluster, protocol, accepted):
     for entry in cluster.entry_points():
         handshake = agent.run(
             f"openssl s_client -connect {entry}:8140 -servername {entry} {protocol} "
-            f"-CAfile /var/lib/puppet/ssl/certs/ca.pem -verify_return_error </dev/null"
+            f"-CAfile /var/lib/puppet/ssl/certs/ca.pem -verify_hostname {entry} -verify_return_error </dev/null"
         )
         assert (handshake.rc == 0) == accepted, (entry, protocol, handshake.stdout[-400:])
+
+
+def test_private_keys_are_readable_by_their_service_only(cluster):
+    for node in [cluster.ca] + cluster.masters + cluster.lbs + cluster.agents:
+        listing = cluster.host(node).run(
+            "find /var/lib/puppet/ssl/private_keys /etc/puppet/puppetserver/ca -name '*key*.pem' -o "
+            "-path '*/private_keys/*.pem' | xargs -r stat -c '%a %U %n'"
+        ).stdout.split("\n")
+        keys = [line.split() for line in listing if line.strip()]
+        # A TCP load balancer holds no Puppet key at all.
+        if node not in cluster.lbs or cluster.var(node, "puppet_lb_mode", "tcp") == "tls":
+            assert keys, f"{node}: no private key found"
+        for mode, owner, path in keys:
+            assert int(mode, 8) & 0o007 == 0, f"{node}: {path} is mode {mode}"
+            assert owner in ("root", "puppet"), f"{node}: {path} is owned by {owner}"
 
 
 def test_agent_runs_succeed_with_one_master_down(cluster):
