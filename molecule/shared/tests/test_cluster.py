@@ -140,7 +140,7 @@ def test_a_revoked_certificate_is_refused_after_the_next_crl_refresh(cluster):
     assert generated.rc == 0, generated.stdout + generated.stderr
     for kind in ("certs", "private_keys"):
         pem = ca.run(f"cat /var/lib/puppet/ssl/{kind}/{PROBE}.pem").stdout
-        agent.run(f"cat > /var/lib/puppet/ssl/{kind}/{PROBE}.pem <<'EOF'\n{pem}EOF")
+        agent.run(f"umask 077; cat > /var/lib/puppet/ssl/{kind}/{PROBE}.pem <<'EOF'\n{pem}EOF")
     for entry in cluster.entry_points():
         assert cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE) == 200, entry
 
