@@ -84,6 +84,44 @@ CASES = {
         "would trust X-Client headers from every client",
     ),
     "unknown load balancer mode": (dict(variables={"puppet_lb_mode": "udp"}), "puppet_lb_mode must be tcp or tls"),
+    "combination 1 with a CA that does not compile": (
+        dict(variables={"puppet_cluster_combination": 1, "puppet_lb_mode": "tls"}),
+        "the CA host puppetca.domain.com must be in puppet_masters in combination 1",
+    ),
+    "CA host compiling outside combination 1": (
+        dict(groups={**GOOD_GROUPS, "puppet_masters": ["puppetca.domain.com", "puppet1.domain.com"]}),
+        "must be in puppet_masters in combination 1 (the CA compiles too) and only there",
+    ),
+    "combination 2 with a TCP load balancer": (
+        dict(variables={"puppet_cluster_combination": 2, "puppet_lb_mode": "tcp"}),
+        "that needs puppet_lb_mode: tls",
+    ),
+    "combination 3 without a DNS server": (
+        dict(variables={"puppet_cluster_combination": 3},
+             groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_lb"}),
+        "combination 3 spreads agents with DNS round robin: put a host in puppet_dns",
+    ),
+    "combination 3 with a master that has no front": (
+        dict(variables={"puppet_cluster_combination": 3},
+             groups={**{k: v for k, v in GOOD_GROUPS.items() if k != "puppet_lb"}, "puppet_dns": ["ns.domain.com"]},
+             host_vars={"puppet2.domain.com": {"puppet_master_frontend": "none"}}),
+        "puppet_master_ca_proxy (combination 3) needs an nginx or apache front",
+    ),
+    "combination 1 with apache on the CA host": (
+        dict(variables={"puppet_cluster_combination": 1, "puppet_lb_mode": "tls"},
+             groups={**GOOD_GROUPS, "puppet_masters": ["puppetca.domain.com", "puppet1.domain.com"]},
+             host_vars={"puppetca.domain.com": {"puppet_master_frontend": "apache"}}),
+        "is the CA and a master (combination 1): it needs the nginx front",
+    ),
+    "master both serving and retired": (
+        dict(groups={**GOOD_GROUPS, "puppet_masters_retired": ["puppet2.domain.com"]}),
+        "puppet2.domain.com cannot be in both puppet_masters and puppet_masters_retired",
+    ),
+    "code from a directory and from git": (
+        dict(variables={"puppet_master_code_source": str(ROOT / "molecule/shared/code"),
+                        "puppet_master_code_git_repo": "https://git.domain.com/control.git"}),
+        "deploy the code from one source",
+    ),
 }
 
 

@@ -10,11 +10,14 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
 import testinfra
+import yaml
 
 SSLDIR = "/var/lib/puppet/ssl"
 
@@ -26,12 +29,17 @@ class Cluster:
         self.inventory = inventory
         groups = {name: data.get("hosts", []) for name, data in inventory.items() if isinstance(data, dict)}
         self.hostvars = inventory["_meta"]["hostvars"]
+        self.groups = groups
         self.ca = groups["puppet_ca"][0]
         self.masters = groups["puppet_masters"]
         self.lbs = groups.get("puppet_lb", [])
+        self.dns = groups.get("puppet_dns", [])
         self.agents = groups["puppet_agents"]
         any_host = self.ca
         self.server_name = self.hostvars[any_host]["puppet_cluster_server_name"]
+        self.combination = int(self.hostvars[any_host]["puppet_cluster_combination"])
+        # Masters that only compile (in combination 1 the CA host compiles too).
+        self.compile_only_masters = [m for m in self.masters if m != self.ca]
         self._hosts = {}
 
     def host(self, name):
@@ -50,9 +58,13 @@ class Cluster:
         return result
 
     def compiled_by(self, output):
-        """The master named by the test code's notice ("compiled by <servername>")."""
-        match = re.search(r"compiled by (\S+)", output)
+        """The host named by the test code's notice ("compiled by <certname> on <host>")."""
+        match = re.search(r"compiled by \S+ on (\S+)", output)
         return match.group(1) if match else None
+
+    def agent_ca_server(self, agent):
+        """Where the agent sends certificate requests, as its puppet.conf says."""
+        return self.host(agent).run("puppet config print ca_server").stdout.strip()
 
     def lb_log_lines(self):
         """Requests (tls mode) or connections (tcp mode) the load balancers logged."""
@@ -89,6 +101,36 @@ class Cluster:
                 return
             time.sleep(1)
         pytest.fail(f"not within {timeout} s: {what}")
+
+    def run_site_play(self, move=None, timeout=1200):
+        """Run the site play again on this lab, as an operator would after editing the
+        inventory. `move` maps host -> (from group or None, to group or None)."""
+        source = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+        work = tempfile.mkdtemp(prefix="lab-inventory-")
+        shutil.copytree(source, work, dirs_exist_ok=True)
+        path = os.path.join(work, "ansible_inventory.yml")
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+        for host, (old, new) in (move or {}).items():
+            if old:
+                data[old]["hosts"].pop(host)
+            if new:
+                data.setdefault(new, {"hosts": {}})
+                data[new].setdefault("hosts", {})
+                data[new]["hosts"] = data[new]["hosts"] or {}
+                data[new]["hosts"][host] = {"ansible_connection": "community.docker.docker"}
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(data, handle)
+        project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "collections"),
+                   ANSIBLE_PIPELINING="true", ANSIBLE_FORKS="10", ANSIBLE_GATHERING="smart")
+        play = subprocess.run(
+            ["ansible-playbook", "-i", work, os.path.join(project, "site.yml")],
+            capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
+        return play.stdout
 
     def wait_master_ready(self, master, timeout=240):
         self.wait_until(

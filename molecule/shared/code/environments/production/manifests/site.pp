@@ -1,8 +1,11 @@
 # Test code deployed to every master by the play (puppet_master_code_source).
-# The notice names the master that compiled the catalog, so a verify step can see it.
+# The notice names the master that compiled the catalog, so a verify step can see it:
+# its certificate name and its host name (masters sharing one certificate, as in
+# combination 5, differ only by the latter; generate() runs on the compiling master).
 node default {
+  $compiled_on = strip(generate('/bin/cat', '/etc/hostname'))
   notify { 'puppet-cluster-proof':
-    message => "compiled by ${server_facts['servername']}",
+    message => "compiled by ${server_facts['servername']} on ${compiled_on}",
   }
   file { '/var/tmp/puppet-cluster-proof':
     ensure  => file,

@@ -1,0 +1,66 @@
+"""Scale-out and scale-in: an operator edits puppet_masters and re-runs the play.
+
+These change the cluster, so they run after every other test of the scenario
+(pytest takes the files in name order). A scenario opts in with a spare master in
+the group lab_spare_masters (scale-out) or the variable lab_scale_in_master.
+"""
+
+import pytest
+
+
+def agent_settings(cluster):
+    """What would have to change on agents: their puppet.conf and certificates."""
+    return {agent: cluster.host(agent).run(
+        "sha256sum /etc/puppet/puppet.conf /var/lib/puppet/ssl/certs/*.pem").stdout
+        for agent in cluster.agents}
+
+
+def ca_inventory(cluster):
+    return cluster.host(cluster.ca).run("puppetserver ca list --all").stdout
+
+
+def lb_config(cluster):
+    return "".join(cluster.host(lb).file("/etc/nginx/nginx.conf").content_string for lb in cluster.lbs)
+
+
+def test_scale_out_adds_a_master_behind_the_load_balancer(cluster):
+    spares = cluster.groups.get("lab_spare_masters", [])
+    if not spares:
+        pytest.skip("this scenario has no spare master")
+    spare = spares[0]
+    agents_before, ca_before = agent_settings(cluster), ca_inventory(cluster)
+    cluster.run_site_play(move={spare: (None, "puppet_masters")})
+    assert f"server {spare}:8140" in lb_config(cluster)
+    assert agent_settings(cluster) == agents_before, "adding a master changed an agent"
+    if cluster.combination == 5:
+        # The shared certificate: nothing was requested or signed on the CA.
+        assert ca_inventory(cluster) == ca_before
+    seen = set()
+    for _ in range(6):
+        run = cluster.agent_run(cluster.agents[0])
+        assert run.rc in (0, 2), run.stdout + run.stderr
+        seen.add(cluster.compiled_by(run.stdout))
+        if spare in seen:
+            break
+    assert spare in seen, f"no agent run reached {spare} through the load balancer: {seen}"
+
+
+def test_scale_in_takes_a_master_out_cleanly(cluster):
+    leaving = cluster.var(cluster.ca, "lab_scale_in_master")
+    if not leaving:
+        pytest.skip("this scenario retires no master")
+    agents_before = agent_settings(cluster)
+    cluster.run_site_play(move={leaving: ("puppet_masters", "puppet_masters_retired")})
+    assert leaving not in lb_config(cluster)
+    assert agent_settings(cluster) == agents_before, "removing a master changed an agent"
+    host = cluster.host(leaving)
+    assert not host.service("puppetserver").is_running
+    assert not host.service("puppetserver").is_enabled
+    # Revoked on the CA: it cannot come back under the shared name with that certificate.
+    listing = ca_inventory(cluster)
+    assert "Revoked Certificates" in listing and leaving in listing.split("Revoked Certificates")[1], listing
+    for _ in range(3):
+        run = cluster.agent_run(cluster.agents[0])
+        assert run.rc in (0, 2), run.stdout + run.stderr
+        assert cluster.compiled_by(run.stdout) in cluster.masters
+        assert cluster.compiled_by(run.stdout) != leaving
