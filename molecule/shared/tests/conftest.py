@@ -6,6 +6,7 @@ reading a master's access log, and HTTPS requests with a chosen client
 certificate and headers, made from inside a lab container.
 """
 
+import collections
 import json
 import os
 import re
@@ -20,6 +21,13 @@ import testinfra
 import yaml
 
 SSLDIR = "/var/lib/puppet/ssl"
+
+
+class Entry(collections.namedtuple("Entry", "name host")):
+    """A way into the cluster: the TLS name a client uses and the host it reaches."""
+
+    def __str__(self):
+        return self.name if self.name == self.host else f"{self.name} at {self.host}"
 
 
 class Cluster:
@@ -77,10 +85,13 @@ class Cluster:
         """Requests puppetserver itself answered on this master."""
         return self.host(master).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
 
-    def https_status(self, client, url, cert=None, headers=None, method="GET"):
-        """HTTP status of a request made from `client`; 0 when TLS or the connection failed."""
+    def https_status(self, client, url, cert=None, headers=None, method="GET", via=None):
+        """HTTP status of a request made from `client`; 0 when TLS or the connection failed.
+        `via`: the Entry whose host the connection goes to, whatever name the URL has."""
         args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30",
                 "--cacert", f"{SSLDIR}/certs/ca.pem", "-X", method]
+        if via and via.host != via.name:
+            args += ["--connect-to", f"{via.name}:8140:{via.host}:8140"]
         if cert:
             args += ["--cert", f"{SSLDIR}/certs/{cert}.pem", "--key", f"{SSLDIR}/private_keys/{cert}.pem"]
         for name, value in (headers or {}).items():
@@ -90,8 +101,10 @@ class Cluster:
         return int(out) if out.isdigit() else 0
 
     def entry_points(self):
-        """Every place an agent's request can enter the cluster: the LB name and each master."""
-        return [self.server_name] + self.masters
+        """Every place an agent's request can enter the cluster: the shared name and each
+        master, by the name its certificate is valid for (the shared one in combination 5)."""
+        tls_name = (lambda master: self.server_name) if self.combination == 5 else (lambda master: master)
+        return [Entry(self.server_name, self.server_name)] + [Entry(tls_name(m), m) for m in self.masters]
 
     def wait_until(self, predicate, timeout, what):
         """Poll real state until predicate() holds; fail with `what` after timeout seconds."""
@@ -133,9 +146,11 @@ class Cluster:
         return play.stdout
 
     def wait_master_ready(self, master, timeout=240):
+        name = self.server_name if self.combination == 5 else master
         self.wait_until(
             lambda: self.host(master).run(
-                f"curl -sf --cacert {SSLDIR}/certs/ca.pem https://{master}:8140/status/v1/simple"
+                f"curl -sf --cacert {SSLDIR}/certs/ca.pem --resolve {name}:8140:127.0.0.1 "
+                f"https://{name}:8140/status/v1/simple"
             ).stdout.strip() == "running",
             timeout, f"{master} answers /status/v1/simple",
         )

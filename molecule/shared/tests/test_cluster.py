@@ -11,7 +11,7 @@ PROBE = "revoked-probe.domain.com"
 
 
 def catalog_url(entry, node):
-    return f"https://{entry}:8140/puppet/v3/catalog/{node}?environment=production"
+    return f"https://{entry.name}:8140/puppet/v3/catalog/{node}?environment=production"
 
 
 def test_agent_run_through_the_shared_name_applies_the_deployed_code(cluster):
@@ -59,11 +59,14 @@ def test_certificate_requests_are_handled_by_the_ca_only(cluster):
         enrolled += cluster.compile_only_masters
     for node in enrolled:
         assert f"/puppet-ca/v1/certificate_request/{node}" in ca_log, node
-    for master in cluster.compile_only_masters:
+    for entry in cluster.entry_points()[1:]:
+        master = entry.host
+        if master not in cluster.compile_only_masters:
+            continue
         assert "/puppet-ca/v1/certificate_request/" not in cluster.access_log(master), master
         # No CA service answers on a compile-only master; in combination 3 its front
         # forwards CA requests to the CA instead.
-        status = cluster.https_status(cluster.agents[0], f"https://{master}:8140/puppet-ca/v1/certificate/ca")
+        status = cluster.https_status(cluster.agents[0], f"https://{entry.name}:8140/puppet-ca/v1/certificate/ca", via=entry)
         assert status == (200 if cluster.combination == 3 else 404), (master, status)
         ca_cfg = cluster.host(master).file("/etc/puppet/puppetserver/services.d/ca.cfg").content_string
         assert "certificate-authority-disabled-service" in ca_cfg
@@ -71,7 +74,7 @@ def test_certificate_requests_are_handled_by_the_ca_only(cluster):
 
 def test_catalog_without_a_client_certificate_is_refused(cluster):
     for entry in cluster.entry_points():
-        assert cluster.https_status(cluster.agents[0], catalog_url(entry, cluster.agents[0])) == 403, entry
+        assert cluster.https_status(cluster.agents[0], catalog_url(entry, cluster.agents[0]), via=entry) == 403, entry
 
 
 def test_forged_client_headers_are_refused(cluster):
@@ -79,18 +82,18 @@ def test_forged_client_headers_are_refused(cluster):
     forged = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={agent}", "X-Client-Cert": "forged"}
     for entry in cluster.entry_points():
         # No certificate, identity claimed in headers.
-        assert cluster.https_status(agent, catalog_url(entry, agent), headers=forged) == 403, entry
+        assert cluster.https_status(agent, catalog_url(entry, agent), headers=forged, via=entry) == 403, entry
         # A real certificate claiming someone else's identity in headers.
         as_master = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={cluster.masters[0]}"}
-        status = cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent, headers=as_master)
+        status = cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent, headers=as_master, via=entry)
         assert status == 403, entry
 
 
 def test_a_node_cannot_fetch_another_nodes_catalog(cluster):
     agent = cluster.agents[0]
     for entry in cluster.entry_points():
-        assert cluster.https_status(agent, catalog_url(entry, agent), cert=agent) == 200, entry
-        assert cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent) == 403, entry
+        assert cluster.https_status(agent, catalog_url(entry, agent), cert=agent, via=entry) == 200, entry
+        assert cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent, via=entry) == 403, entry
 
 
 def test_plain_http_backends_are_not_reachable_from_outside(cluster):
@@ -109,8 +112,8 @@ def test_only_tls_1_2_and_newer_are_offered(cluster, protocol, accepted):
     agent = cluster.host(cluster.agents[0])
     for entry in cluster.entry_points():
         handshake = agent.run(
-            f"openssl s_client -connect {entry}:8140 -servername {entry} {protocol} "
-            f"-CAfile /var/lib/puppet/ssl/certs/ca.pem -verify_hostname {entry} -verify_return_error </dev/null"
+            f"openssl s_client -connect {entry.host}:8140 -servername {entry.name} {protocol} "
+            f"-CAfile /var/lib/puppet/ssl/certs/ca.pem -verify_hostname {entry.name} -verify_return_error </dev/null"
         )
         assert (handshake.rc == 0) == accepted, (entry, protocol, handshake.stdout[-400:])
 
@@ -151,14 +154,16 @@ def test_agent_runs_succeed_with_one_master_down(cluster):
 def test_a_revoked_certificate_is_refused_after_the_next_crl_refresh(cluster):
     ca = cluster.host(cluster.ca)
     agent = cluster.host(cluster.agents[0])
+    # Re-runnable: a previous verify's probe is cleaned on the CA and its files removed.
     ca.run(f"puppetserver ca clean --certname {PROBE}")
+    ca.run(f"rm -f /var/lib/puppet/ssl/*/{PROBE}.pem")
     generated = ca.run(f"puppetserver ca generate --certname {PROBE}")
     assert generated.rc == 0, generated.stdout + generated.stderr
     for kind in ("certs", "private_keys"):
         pem = ca.run(f"cat /var/lib/puppet/ssl/{kind}/{PROBE}.pem").stdout
         agent.run(f"umask 077; cat > /var/lib/puppet/ssl/{kind}/{PROBE}.pem <<'EOF'\n{pem}EOF")
     for entry in cluster.entry_points():
-        assert cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE) == 200, entry
+        assert cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE, via=entry) == 200, entry
 
     revoked = ca.run(f"puppetserver ca revoke --certname {PROBE}")
     assert revoked.rc == 0, revoked.stdout + revoked.stderr
@@ -167,7 +172,7 @@ def test_a_revoked_certificate_is_refused_after_the_next_crl_refresh(cluster):
     # revocation to every entry point (the scenario sets a 20 s interval).
     def refused_everywhere():
         return all(
-            cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE) in (0, 400, 401, 403)
+            cluster.https_status(cluster.agents[0], catalog_url(entry, PROBE), cert=PROBE, via=entry) in (0, 400, 401, 403)
             for entry in cluster.entry_points()
         )
 
