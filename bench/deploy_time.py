@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deployment time of a scenario, broken down by role, from a Molecule run's log.
 
 Usage: ./lab scenario combo4 && bench/deploy_time.py .lab-logs/scenario-combo4.log
@@ -44,7 +43,7 @@ def main(path):
         runs = [run for run in recaps(log) if run[0] in ("converge", "idempotence", "check")]
     if not runs:
         sys.exit(f"{path}: no converge, idempotence or check recap found")
-    names = sorted({name for _, roles, _ in runs for name in roles}, key=lambda n: (not n.startswith("puppet"), n))
+    names = sorted({name for _action, roles, _total in runs for name in roles}, key=lambda n: (not n.startswith("puppet"), n))
     print("| step | total (s) | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
     for action, roles, total in runs:

@@ -41,7 +41,7 @@ def run_site(tmp_path, groups=None, variables=None, host_vars=None):
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_NOCOLOR="1")
     result = subprocess.run(
         ["ansible-playbook", "--check", "-i", str(path), str(ROOT / "site.yml")],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False,
     )
     return result.returncode, result.stdout + result.stderr
 

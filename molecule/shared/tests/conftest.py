@@ -115,9 +115,9 @@ class Cluster:
             time.sleep(1)
         pytest.fail(f"not within {timeout} s: {what}")
 
-    def run_site_play(self, move=None, timeout=1200):
-        """Run the site play again on this lab, as an operator would after editing the
-        inventory. `move` maps host -> (from group or None, to group or None)."""
+    def run_playbook(self, playbook, move=None, args=(), timeout=1200):
+        """Run a playbook of the project on this lab, as an operator would (after editing
+        the inventory: `move` maps host -> (from group or None, to group or None))."""
         source = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
         work = tempfile.mkdtemp(prefix="lab-inventory-")
         shutil.copytree(source, work, dirs_exist_ok=True)
@@ -128,20 +128,25 @@ class Cluster:
             if old:
                 data[old]["hosts"].pop(host)
             if new:
-                data.setdefault(new, {"hosts": {}})
-                data[new].setdefault("hosts", {})
-                data[new]["hosts"] = data[new]["hosts"] or {}
-                data[new]["hosts"][host] = {"ansible_connection": "community.docker.docker"}
+                group = data.setdefault(new, {})
+                group["hosts"] = group.get("hosts") or {}
+                group["hosts"][host] = {"ansible_connection": "community.docker.docker"}
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump(data, handle)
         project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "collections"),
                    ANSIBLE_PIPELINING="true", ANSIBLE_FORKS="10", ANSIBLE_GATHERING="smart")
-        play = subprocess.run(
-            ["ansible-playbook", "-i", work, os.path.join(project, "site.yml")],
-            capture_output=True, text=True, env=env, timeout=timeout, check=False,
-        )
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            return subprocess.run(
+                ["ansible-playbook", "-i", work, os.path.join(project, playbook), *args],
+                capture_output=True, text=True, env=env, timeout=timeout, check=False,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def run_site_play(self, move=None):
+        """Re-run site.yml; it must succeed."""
+        play = self.run_playbook("site.yml", move=move)
         assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
         return play.stdout
 

@@ -34,7 +34,7 @@ def test_every_master_compiles_catalogs(cluster):
     seen = set()
     if cluster.lbs:
         # Through the load balancer: it spreads runs over every master.
-        for _ in range(2 * len(cluster.masters) + 2):
+        for _attempt in range(2 * len(cluster.masters) + 2):
             run = cluster.agent_run(agent)
             assert run.rc in (0, 2), run.stdout + run.stderr
             seen.add(cluster.compiled_by(run.stdout))
@@ -142,7 +142,7 @@ def test_agent_runs_succeed_with_one_master_down(cluster):
     host = cluster.host(down)
     host.run(f"systemctl stop {' '.join(services)}")
     try:
-        for _ in range(3):
+        for _attempt in range(3):
             run = cluster.agent_run(cluster.agents[0])
             assert run.rc in (0, 2), run.stdout + run.stderr
             assert cluster.compiled_by(run.stdout) != down

@@ -85,7 +85,7 @@ def test_dns_round_robin_lists_every_master_and_rotates(cluster):
     agent = cluster.agents[0]
     expected = {address_of(cluster, m) for m in cluster.masters}
     first_answers = set()
-    for _ in range(4):
+    for _attempt in range(4):
         answer = [line for line in dig(cluster, agent, cluster.server_name, "A") if line]
         assert set(answer) == expected, answer
         first_answers.add(answer[0])

@@ -36,7 +36,7 @@ def test_scale_out_adds_a_master_behind_the_load_balancer(cluster):
         # The shared certificate: nothing was requested or signed on the CA.
         assert ca_inventory(cluster) == ca_before
     seen = set()
-    for _ in range(6):
+    for _attempt in range(6):
         run = cluster.agent_run(cluster.agents[0])
         assert run.rc in (0, 2), run.stdout + run.stderr
         seen.add(cluster.compiled_by(run.stdout))
@@ -59,7 +59,7 @@ def test_scale_in_takes_a_master_out_cleanly(cluster):
     # Revoked on the CA: it cannot come back under the shared name with that certificate.
     listing = ca_inventory(cluster)
     assert "Revoked Certificates" in listing and leaving in listing.split("Revoked Certificates")[1], listing
-    for _ in range(3):
+    for _attempt in range(3):
         run = cluster.agent_run(cluster.agents[0])
         assert run.rc in (0, 2), run.stdout + run.stderr
         assert cluster.compiled_by(run.stdout) in cluster.masters

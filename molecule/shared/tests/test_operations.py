@@ -1,0 +1,48 @@
+"""Day-200 operations on the running cluster: the read-only status playbook and the
+CA module.
+
+(Named to run before test_scale.py, which changes the cluster.)
+"""
+
+import re
+
+
+def test_status_reports_a_healthy_cluster_without_changing_it(cluster):
+    for args in ((), ("--check",)):
+        status = cluster.run_playbook("playbooks/status.yml", args=args)
+        assert status.returncode == 0, status.stdout[-4000:] + status.stderr[-1000:]
+        assert "healthy: nothing down" in status.stdout
+        assert "changed=1" not in status.stdout and "changed: [" not in status.stdout
+    # Package versions are part of the report.
+    assert re.search(r"puppetserver [78]\.", status.stdout), status.stdout[-4000:]
+
+
+def test_status_fails_listing_what_expires_within_the_threshold(cluster):
+    # Puppet's CA certificate is valid 15 years, host certificates 5: all within 100 years.
+    status = cluster.run_playbook("playbooks/status.yml", args=("-e", "puppet_status_expiry_days=36500"))
+    assert status.returncode != 0
+    assert f"{cluster.ca}: EXPIRES certificate ca on" in status.stdout, status.stdout[-4000:]
+    assert "EXPIRES CRL" in status.stdout
+    for agent in cluster.agents:
+        assert f"{agent}: EXPIRES certificate {agent} on" in status.stdout, agent
+
+
+def test_status_fails_when_a_master_is_down(cluster):
+    master = cluster.compile_only_masters[0]
+    host = cluster.host(master)
+    host.run("systemctl stop puppetserver")
+    try:
+        status = cluster.run_playbook("playbooks/status.yml")
+        assert status.returncode != 0
+        assert f"{master}: service puppetserver is not running" in status.stdout, status.stdout[-4000:]
+    finally:
+        host.run("systemctl start puppetserver")
+        cluster.wait_master_ready(master)
+
+
+def test_puppet_cert_module_signs_revokes_and_cleans_on_the_real_ca(cluster):
+    """The module the roles sign with, on this scenario's puppetserver (7 on Debian 12:
+    one request per name; 8: bulk signing), in normal and check mode."""
+    play = cluster.run_playbook("molecule/shared/playbooks/puppet_cert_check.yml")
+    assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-1000:]
+    assert "puppet_cert: sign, re-sign (no change)" in play.stdout
