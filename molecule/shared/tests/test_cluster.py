@@ -146,6 +146,10 @@ def test_agent_runs_succeed_with_one_master_down(cluster):
             run = cluster.agent_run(cluster.agents[0])
             assert run.rc in (0, 2), run.stdout + run.stderr
             assert cluster.compiled_by(run.stdout) != down
+        # The operator's status playbook says so, and fails.
+        status = cluster.run_playbook("playbooks/status.yml")
+        assert status.returncode != 0
+        assert f"{down}: service puppetserver is not running" in status.stdout, status.stdout[-4000:]
     finally:
         host.run(f"systemctl start {' '.join(services)}")
         cluster.wait_master_ready(down)

@@ -7,12 +7,11 @@ CA module.
 import re
 
 
-def test_status_reports_a_healthy_cluster_without_changing_it(cluster):
-    for args in ((), ("--check",)):
-        status = cluster.run_playbook("playbooks/status.yml", args=args)
-        assert status.returncode == 0, status.stdout[-4000:] + status.stderr[-1000:]
-        assert "healthy: nothing down" in status.stdout
-        assert "changed=1" not in status.stdout and "changed: [" not in status.stdout
+def test_status_reports_a_healthy_cluster_in_check_mode(cluster):
+    status = cluster.run_playbook("playbooks/status.yml", args=("--check",))
+    assert status.returncode == 0, status.stdout[-4000:] + status.stderr[-1000:]
+    assert "healthy: nothing down" in status.stdout
+    assert "changed=1" not in status.stdout and "changed: [" not in status.stdout
     # Package versions are part of the report.
     assert re.search(r"puppetserver [78]\.", status.stdout), status.stdout[-4000:]
 
@@ -25,19 +24,6 @@ def test_status_fails_listing_what_expires_within_the_threshold(cluster):
     assert "EXPIRES CRL" in status.stdout
     for agent in cluster.agents:
         assert f"{agent}: EXPIRES certificate {agent} on" in status.stdout, agent
-
-
-def test_status_fails_when_a_master_is_down(cluster):
-    master = cluster.compile_only_masters[0]
-    host = cluster.host(master)
-    host.run("systemctl stop puppetserver")
-    try:
-        status = cluster.run_playbook("playbooks/status.yml")
-        assert status.returncode != 0
-        assert f"{master}: service puppetserver is not running" in status.stdout, status.stdout[-4000:]
-    finally:
-        host.run("systemctl start puppetserver")
-        cluster.wait_master_ready(master)
 
 
 def test_puppet_cert_module_signs_revokes_and_cleans_on_the_real_ca(cluster):
