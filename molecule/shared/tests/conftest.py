@@ -115,7 +115,7 @@ class Cluster:
             time.sleep(1)
         pytest.fail(f"not within {timeout} s: {what}")
 
-    def run_playbook(self, playbook, move=None, args=(), timeout=1200):
+    def run_playbook(self, playbook, move=None, args=(), timeout=1200, collections_path=None):
         """Run a playbook of the project on this lab, as an operator would (after editing
         the inventory: `move` maps host -> (from group or None, to group or None))."""
         source = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
@@ -134,11 +134,13 @@ class Cluster:
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump(data, handle)
         project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "collections"),
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path or os.path.join(project, "collections")),
                    ANSIBLE_PIPELINING="true", ANSIBLE_FORKS="10", ANSIBLE_GATHERING="smart")
+        # A project file, or a playbook of an installed collection by its name.
+        target = playbook if "." in playbook.split("/")[0] and not playbook.endswith(".yml") else os.path.join(project, playbook)
         try:
             return subprocess.run(
-                ["ansible-playbook", "-i", work, os.path.join(project, playbook), *args],
+                ["ansible-playbook", "-i", work, target, *args],
                 capture_output=True, text=True, env=env, timeout=timeout, check=False,
             )
         finally:
