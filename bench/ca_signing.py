@@ -43,7 +43,9 @@ def start_ca(suite):
        f"puppet-cluster-lab/debian:{suite}")
     in_ca("systemctl is-system-running --wait >/dev/null || true")
     in_ca("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq puppetserver >/dev/null")
-    in_ca(f"puppetserver ca setup --certname {CA} >/dev/null && systemctl start puppetserver")
+    # The CLI reaches the CA through the `server` setting (default "puppet").
+    in_ca(f"puppet config set --section main server {CA} && puppetserver ca setup --certname {CA} >/dev/null"
+          " && systemctl start puppetserver")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         status = in_ca(f"curl -sf --cacert /var/lib/puppet/ssl/certs/ca.pem https://{CA}:8140/status/v1/simple", check=False)
