@@ -100,11 +100,14 @@ class Cluster:
         out = self.host(client).run(shlex.join(args)).stdout.strip()
         return int(out) if out.isdigit() else 0
 
+    def tls_name(self, master):
+        """The name a master's certificate is valid for: its own, or the shared one in combination 5."""
+        return self.server_name if self.combination == 5 else master
+
     def entry_points(self):
         """Every place an agent's request can enter the cluster: the shared name and each
-        master, by the name its certificate is valid for (the shared one in combination 5)."""
-        tls_name = (lambda master: self.server_name) if self.combination == 5 else (lambda master: master)
-        return [Entry(self.server_name, self.server_name)] + [Entry(tls_name(m), m) for m in self.masters]
+        master, by the name its certificate is valid for."""
+        return [Entry(self.server_name, self.server_name)] + [Entry(self.tls_name(m), m) for m in self.masters]
 
     def wait_until(self, predicate, timeout, what):
         """Poll real state until predicate() holds; fail with `what` after timeout seconds."""
@@ -153,7 +156,7 @@ class Cluster:
         return play.stdout
 
     def wait_master_ready(self, master, timeout=240):
-        name = self.server_name if self.combination == 5 else master
+        name = self.tls_name(master)
         self.wait_until(
             lambda: self.host(master).run(
                 f"curl -sf --cacert {SSLDIR}/certs/ca.pem --resolve {name}:8140:127.0.0.1 "
