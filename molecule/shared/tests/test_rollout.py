@@ -1,0 +1,191 @@
+"""Operations on a serving cluster: a rolling puppetserver upgrade through site.yml and
+certificate renewal through playbooks/renew.yml, each while every agent keeps running
+`puppet agent --test` and asking the shared name for its node, in a loop.
+
+The user-visible promise is that no agent run and no request fails. A scenario opts in
+with lab_rolling_operations (the upgrade needs a second puppetserver version: the test
+repackages the installed one under a higher version in a local apt repository on each
+master, so dpkg, the package scripts and the restart are real).
+
+(Named to run after test_operations.py and before test_scale.py.)
+"""
+
+import re
+import shlex
+
+import pytest
+
+from conftest import SSLDIR
+
+TRAFFIC = "/var/tmp/lab-traffic"
+
+
+class AgentTraffic:
+    """Background agent runs and node requests on every agent, for a `with` block."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.runs, self.requests = [], []
+
+    def _loop(self, agent, name, body):
+        script = (f"while [ ! -e {TRAFFIC}/stop ]; do {body}; done; echo done >> {TRAFFIC}/{name}.log")
+        self.cluster.host(agent).run(
+            f"setsid nohup sh -c {shlex.quote(script)} > /dev/null 2>&1 < /dev/null &")
+
+    def __enter__(self):
+        for agent in self.cluster.agents:
+            self.cluster.host(agent).run(f"rm -rf {TRAFFIC} && mkdir -p {TRAFFIC}")
+            # One line per agent run: exit code (--test: 0 or 2 is a success) and the
+            # master the catalog names; a failed run's output is kept.
+            self._loop(agent, "runs", (
+                f"puppet agent --test --color=false --waitforlock 2 --maxwaitforlock 180 > {TRAFFIC}/out 2>&1;"
+                f" rc=$?; echo \"rc=$rc $(grep -o 'compiled by [^ ]* on [^ ]*' {TRAFFIC}/out | head -1)\""
+                f" >> {TRAFFIC}/runs.log; case $rc in 0|2) ;; *) cat {TRAFFIC}/out >> {TRAFFIC}/failed.log;; esac"))
+            # Paced, not a readiness wait: a steady trickle of requests between runs.
+            self._loop(agent, "requests", (
+                f"curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 30 --cacert {SSLDIR}/certs/ca.pem"
+                f" --cert {SSLDIR}/certs/{agent}.pem --key {SSLDIR}/private_keys/{agent}.pem"
+                f" https://{self.cluster.server_name}:8140/puppet/v3/node/{agent}?environment=production"
+                f" >> {TRAFFIC}/requests.log; sleep 0.5"))
+        return self
+
+    def __exit__(self, *exc):
+        for agent in self.cluster.agents:
+            host = self.cluster.host(agent)
+            host.run(f"touch {TRAFFIC}/stop")
+            for name in ("runs", "requests"):
+                self.cluster.wait_until(
+                    lambda name=name, host=host: "done" in host.run(f"cat {TRAFFIC}/{name}.log").stdout.split(),
+                    300, f"the {name} loop on {agent} ends")
+            self.runs += [(agent, line) for line in host.run(f"cat {TRAFFIC}/runs.log").stdout.splitlines()
+                          if line != "done"]
+            self.requests += [(agent, line) for line in host.run(f"cat {TRAFFIC}/requests.log").stdout.splitlines()
+                              if line != "done"]
+            self.failed_output = host.run(f"cat {TRAFFIC}/failed.log 2>/dev/null").stdout
+
+    def assert_nothing_failed(self, min_runs):
+        failed_runs = [r for r in self.runs if not re.match(r"rc=[02] ", r[1] + " ")]
+        failed_requests = [r for r in self.requests if r[1] != "200"]
+        assert not failed_runs, f"{failed_runs}\n{self.failed_output[-3000:]}"
+        assert not failed_requests, failed_requests
+        assert len(self.runs) >= min_runs, f"only {len(self.runs)} agent runs during the operation"
+        assert len(self.requests) >= 10 * min_runs, f"only {len(self.requests)} requests during the operation"
+
+
+def opted_in(cluster):
+    if not cluster.var(cluster.ca, "lab_rolling_operations", False):
+        pytest.skip("this scenario does not run the rolling operations")
+
+
+def offer_newer_puppetserver(host):
+    """Repackage the installed puppetserver as <version>+lab1 in a local apt repository."""
+    script = r"""
+set -eu
+version=$(dpkg-query --show --showformat '${Version}' puppetserver)
+new="$version+lab1"
+repo=/var/local/lab-apt work=/var/tmp/lab-repack
+rm -rf "$work" && mkdir -p "$work" "$repo" && cd "$work"
+apt-get download puppetserver > /dev/null
+dpkg-deb -R puppetserver_*.deb pkg
+sed -i "s/^Version: .*/Version: $new/" pkg/DEBIAN/control
+deb="$repo/puppetserver_${new}_all.deb"
+dpkg-deb -Zgzip -z1 -b pkg "$deb" > /dev/null
+{ dpkg-deb -f "$deb"; echo "Filename: ./$(basename "$deb")"; echo "Size: $(stat -c %s "$deb")";
+  echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"; echo; } > "$repo/Packages"
+echo "deb [trusted=yes] file:$repo ./" > /etc/apt/sources.list.d/lab.list
+rm -rf "$work"
+echo "$new"
+"""
+    result = host.run(f"bash -c {shlex.quote(script)}")
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
+def changed_sequence(output, task_names):
+    """(task, host) for each "changed" line under the named tasks, in the play's order."""
+    sequence, task = [], None
+    for line in output.splitlines():
+        header = re.match(r"TASK \[(?:[^:\]]*: )?(.*)\] \*", line)
+        if header:
+            task = header.group(1)
+        changed = re.match(r"changed: \[([^\] ]+)", line)
+        if changed and task in task_names:
+            sequence.append((task, changed.group(1)))
+    return sequence
+
+
+DRAIN = "Take the master out of the load balancers' rotation"
+RETURN = "Put the master back into the load balancers' rotation"
+
+
+def test_site_upgrades_masters_one_at_a_time_without_failing_an_agent_run(cluster):
+    opted_in(cluster)
+    versions = {offer_newer_puppetserver(cluster.host(m)) for m in cluster.masters}
+    assert len(versions) == 1, versions
+    version = versions.pop()
+    with AgentTraffic(cluster) as traffic:
+        play = cluster.run_playbook("site.yml", args=("-e", f"puppet_master_puppetserver_version={version}"))
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
+    traffic.assert_nothing_failed(min_runs=3)
+    for master in cluster.masters:
+        host = cluster.host(master)
+        assert host.run("dpkg-query --show --showformat '${Version}' puppetserver").stdout == version, master
+        assert host.service("puppetserver").is_running
+    # Each master left and re-entered the rotation before the next one left it.
+    expected = []
+    for master in cluster.masters:
+        expected += [(DRAIN, master), (RETURN, master)] if cluster.lbs else []
+    assert changed_sequence(play.stdout, {DRAIN, RETURN}) == expected
+    for lb in cluster.lbs:
+        assert " down;" not in cluster.host(lb).file("/etc/nginx/nginx.conf").content_string
+    # The play's summary shows the new version and nothing degraded.
+    assert f"puppetserver {version}" in play.stdout
+    assert "degraded: nothing" in play.stdout
+
+
+def served_certificate(cluster, master):
+    """Serial and public key of the certificate the master's TLS endpoint presents now."""
+    name = cluster.tls_name(master)
+    return cluster.host(master).run(
+        f"openssl s_client -connect 127.0.0.1:8140 -servername {name} < /dev/null 2> /dev/null"
+        " | openssl x509 -noout -serial -pubkey").stdout
+
+
+def crl_number(cluster):
+    return cluster.host(cluster.ca).run(
+        "openssl crl -in /etc/puppet/puppetserver/ca/ca_crl.pem -noout -crlnumber").stdout.strip()
+
+
+def test_renew_replaces_certificates_and_crl_without_failing_an_agent_run(cluster):
+    opted_in(cluster)
+    served_before = {m: served_certificate(cluster, m) for m in cluster.masters}
+    crl_before = crl_number(cluster)
+    with AgentTraffic(cluster) as traffic:
+        # A window (8 years) that holds the masters' certificates (5 years) and the CRL
+        # (re-signed for 5 years by the CA's first revocation), not the CA host's own
+        # certificate from the CA's setup (15 years, like the CA): a renewal would
+        # shorten that one, which the role refuses.
+        play = cluster.run_playbook("playbooks/renew.yml", args=("-e", "puppet_cluster_renew_within_days=3000"))
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
+    traffic.assert_nothing_failed(min_runs=2)
+    for master in cluster.masters:
+        serial_before, _, key_before = served_before[master].partition("\n")
+        serial_after, _, key_after = served_certificate(cluster, master).partition("\n")
+        assert serial_after != serial_before, f"{master} still serves {serial_before}"
+        assert key_after == key_before, f"{master}'s key changed"
+        assert f"{master}: master certificate renewed and served" in play.stdout
+    assert f"{cluster.ca}: CRL re-signed" in play.stdout
+    assert crl_number(cluster) != crl_before
+    # The marker certificate that made the CA re-sign its CRL left no key behind.
+    assert not cluster.host(cluster.ca).run(f"ls {SSLDIR}/private_keys | grep crl-renewal").stdout
+    # Every front got the re-signed CRL.
+    ca_crl = cluster.host(cluster.ca).run(
+        "openssl crl -in /etc/puppet/puppetserver/ca/ca_crl.pem -noout -lastupdate").stdout
+    for master in cluster.compile_only_masters:
+        assert cluster.host(master).run(f"openssl crl -in {SSLDIR}/crl.pem -noout -lastupdate").stdout == ca_crl
+    # An agent still runs through the shared name afterwards.
+    assert cluster.agent_run(cluster.agents[0]).rc in (0, 2)
+    # With the default window nothing is due: a second run changes nothing.
+    again = cluster.run_playbook("playbooks/renew.yml")
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert not re.search(r"changed=[1-9]", again.stdout), again.stdout[-4000:]
