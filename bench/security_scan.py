@@ -132,7 +132,7 @@ def ensure_sslscan():
 @dataclass
 class Scan:
     protocols: dict          # "TLSv1.2" -> enabled
-    ciphers: list            # (protocol, cipher name, bits)
+    ciphers: list            # (protocol, OpenSSL cipher name, DHE group bits or 0)
     renegotiation: tuple     # (supported, secure)
     compression: bool | None
     heartbleed: list         # protocols reported vulnerable
@@ -150,7 +150,7 @@ def parse_sslscan_xml(text):
     for p in test.findall("protocol"):
         name = ("SSLv" if p.get("type") == "ssl" else "TLSv") + p.get("version")
         protocols[name] = p.get("enabled") == "1"
-    ciphers = [(c.get("sslversion"), c.get("cipher"), int(c.get("bits", "0")))
+    ciphers = [(c.get("sslversion"), c.get("cipher"), int(c.get("dhebits", "0")))
                for c in test.findall("cipher") if c.get("status") in ("accepted", "preferred")]
     reneg = test.find("renegotiation")
     renegotiation = (reneg.get("supported") == "1", reneg.get("secure") == "1") if reneg is not None else (False, False)
@@ -172,11 +172,15 @@ def run_sslscan(sslscan, ip, port, sni):
     return parse_sslscan_xml(result.stdout)
 
 
-def weak_reasons(cipher, protocol):
-    """The WEAK_CIPHER_RULES a suite breaks (TLS 1.3 suites break none)."""
+def weak_reasons(cipher, protocol, dhe_bits=0):
+    """The WEAK_CIPHER_RULES a suite breaks (TLS 1.3 suites break none); finite-field DHE
+    also needs a group of 2048 bits or more (Logjam)."""
     if protocol == "TLSv1.3":
         return []
-    return [label for label, rule in WEAK_CIPHER_RULES if rule.search(cipher)]
+    reasons = [label for label, rule in WEAK_CIPHER_RULES if rule.search(cipher)]
+    if cipher.startswith(("DHE", "EDH")) and 0 < dhe_bits < 2048:
+        reasons.append(f"DHE group of {dhe_bits} bits")
+    return reasons
 
 
 def scan_checks(report, target, scan):
@@ -185,7 +189,7 @@ def scan_checks(report, target, scan):
     report.add("protocols >= TLS 1.2", target, not bad_protocols and enabled,
                f"enabled: {', '.join(enabled) or 'none'}; refused: "
                f"{', '.join(sorted(p for p, on in scan.protocols.items() if not on))}")
-    weak = {f"{proto} {name}": weak_reasons(name, proto) for proto, name, _ in scan.ciphers}
+    weak = {f"{proto} {name}": weak_reasons(name, proto, dhe) for proto, name, dhe in scan.ciphers}
     weak = {k: v for k, v in weak.items() if v}
     report.add("no weak cipher", target, scan.ciphers and not weak,
                f"{len(scan.ciphers)} suites accepted"
@@ -251,7 +255,8 @@ def self_test(report, sslscan, workdir):
 
 PROBE = r"""
 for d in %(cadirs)s; do [ -f "$d/ca_key.pem" ] && echo "cadir $d"; done
-for d in %(ssldirs)s; do [ -d "$d/private_keys" ] && echo "ssldir $d"; done
+for d in %(ssldirs)s; do [ -d "$d" ] && echo "ssldir $d"; done
+for f in %(confs)s; do [ -f "$f" ] && echo "puppetconf $f"; done
 for d in %(serverdirs)s; do [ -d "$d" ] && echo "puppetserver $d"; done
 for f in %(fronts)s; do [ -f "$f" ] && echo "front $f"; done
 grep -qs 'upstream puppet_masters' /etc/nginx/nginx.conf && echo "lb /etc/nginx/nginx.conf"
@@ -300,7 +305,7 @@ class Host:
 
     @property
     def is_agent_only(self):
-        return bool(self.one("ssldir")) and not (self.is_ca or self.is_lb or self.one("puppetserver"))
+        return bool(self.one("puppetconf")) and not (self.is_ca or self.is_lb or self.one("puppetserver"))
 
     def listeners(self):
         """(address, port) of every TCP listener, without Docker's embedded DNS (127.0.0.11)."""
@@ -335,7 +340,8 @@ def discover(network):
 
 
 def names_agents_use(hosts):
-    """The server names in the agents' puppet.conf (server, server_list, ca_server)."""
+    """The server names in the agents' puppet.conf (server, server_list, ca_server); without
+    agents, the lab's network aliases that are no container's name (how agents would find the LB)."""
     servers, ca_servers = set(), set()
     for host in hosts:
         if not host.is_agent_only:
@@ -347,6 +353,9 @@ def names_agents_use(hosts):
             servers.add(entry.split(":")[0])
         if s.get("ca_server"):
             ca_servers.add(s["ca_server"])
+    if not servers:
+        container_names = {h.name for h in hosts}
+        servers = {a for h in hosts for a in h.aliases if a not in container_names}
     return servers, ca_servers
 
 
@@ -368,6 +377,12 @@ def expected_names(host, hosts, servers, ca_servers):
     if (host.is_master or host.is_ca) and certname == host.name:
         names.setdefault(host.name, "the host's own certname")
     return names
+
+
+def public_listeners(host):
+    """Ports a host listens on outside loopback."""
+    return sorted({port for address, port in host.listeners()
+                   if not (address.startswith("127.") or address == "::1")})
 
 
 def tls_handshake(ip, port, timeout=5):
@@ -440,20 +455,25 @@ def key_file_checks(report, host):
     if not paths:
         return
     out = dexec(host.name, "stat -c '%U:%G %a %n' " + " ".join(paths) + " 2>/dev/null").stdout
-    for line in out.splitlines():
+    # A host with an SSL directory has at least its own key, the CA its ca_key.pem: a wrong
+    # path must fail here rather than pass with nothing listed.
+    keys = sorted({l for l in out.splitlines() if "/private_keys/" in l})
+    if host.one("ssldir"):
+        report.add("private keys found", host.name, bool(keys), f"{len(keys)} in {host.one('ssldir')}/private_keys")
+    if host.is_ca:
+        report.add("CA key found", host.name, "/ca_key.pem" in out, f"in {', '.join(host.all('cadir'))}")
+    for line in sorted(set(out.splitlines()), key=lambda l: l.split(" ", 2)[2]):
         owner_group, mode, path = line.split(" ", 2)
         owner = owner_group.split(":")[0]
         mode_bits = int(mode, 8)
         is_key = ("/private_keys/" in path or "key" in os.path.basename(path) or path in host.all("keyfile")
                   or "/private/" in path)
-        if os.path.basename(path) == "private" or mode_bits & 0o40000:
-            continue
         if is_key:
             ok = not (mode_bits & 0o027) and owner in KEY_OWNERS
             report.add("private key owner/mode", f"{host.name}:{path}", ok, f"{owner_group} {mode}")
         else:
             ok = not (mode_bits & 0o022)
-            report.add("CA file not writable by others", f"{host.name}:{path}", ok, f"{owner_group} {mode}")
+            report.add("CA dir entry not writable", f"{host.name}:{path}", ok, f"{owner_group} {mode}")
 
 
 # --------------------------------------------------------------------------- main
@@ -463,10 +483,11 @@ def main():
     parser.add_argument("--network", default=os.environ.get("LAB_NETWORK", "puppet-lab"))
     parser.add_argument("--markdown", metavar="FILE", help="write the results table to FILE")
     parser.add_argument("--wait", type=int, default=0, metavar="SECONDS",
-                        help="wait up to SECONDS for containers with a CA on the network")
+                        help="wait up to SECONDS for a CA and for every CA, master and LB to listen")
     args = parser.parse_args()
 
     started = datetime.now(timezone.utc)
+    args.clock = time.monotonic()
     sslscan, version = ensure_sslscan()
     print(f"# {started:%Y-%m-%d %H:%M} UTC on {platform.node()} ({platform.platform()}), "
           f"network {args.network}, scanner {version}", flush=True)
@@ -480,7 +501,8 @@ def main():
         while True:
             hosts = discover(args.network)
             cas = [h for h in hosts if h.is_ca]
-            if cas or time.monotonic() >= deadline:
+            if (cas and all(public_listeners(h) for h in hosts if h.is_ca or h.is_master or h.is_lb)) \
+                    or time.monotonic() >= deadline:
                 break
             time.sleep(5)
         report.add("lab found", args.network, bool(cas),
@@ -498,6 +520,11 @@ def main():
                    f"server: {', '.join(sorted(servers)) or '-'}; ca_server: {', '.join(sorted(ca_servers)) or '-'}")
 
         for host in hosts:
+            if host.is_ca or host.is_master or host.is_lb:
+                ports = public_listeners(host)
+                report.add("serves TLS", host.name, any(tls_handshake(host.ip, p) for p in ports),
+                           f"listens on {', '.join(map(str, ports)) or 'no public port'} "
+                           "(a CA, master or LB that serves nothing cannot be scanned)")
             for address, port in host.listeners():
                 loopback = address.startswith("127.") or address == "::1"
                 target = f"{host.name}:{port}"
@@ -537,7 +564,7 @@ def main():
 def finish(report, args, started, version):
     passed = len(report.results) - len(report.failed)
     print(f"\n{len(report.results)} checks: {passed} PASS, {len(report.failed)} FAIL"
-          f" ({(datetime.now(timezone.utc) - started).seconds} s)")
+          f" ({time.monotonic() - args.clock:.0f} s)")
     for r in report.failed:
         print(f"  FAIL {r.check}: {r.target}: {r.figures}")
     if args.markdown:
