@@ -261,7 +261,8 @@ for d in %(serverdirs)s; do [ -d "$d" ] && echo "puppetserver $d"; done
 for f in %(fronts)s; do [ -f "$f" ] && echo "front $f"; done
 grep -qs 'upstream puppet_masters' /etc/nginx/nginx.conf && echo "lb /etc/nginx/nginx.conf"
 grep -hsE '^[[:space:]]*(server|server_list|ca_server|certname)[[:space:]]*=' %(confs)s | tr -d ' ' | sed 's/^/setting /'
-grep -rhsoE '(ssl_certificate_key|proxy_ssl_certificate_key|SSLCertificateKeyFile|SSLProxyMachineCertificateFile)[[:space:]]+[^;[:space:]]+' /etc/nginx /etc/apache2 | awk '{print "keyfile", $2}'
+keywords='ssl_certificate_key|proxy_ssl_certificate_key|SSLCertificateKeyFile|SSLProxyMachineCertificateFile'
+grep -rhsoE "($keywords)[[:space:]]+[^;[:space:]]+" /etc/nginx /etc/apache2 | awk '{print "keyfile", $2}'
 ss -Hltn | awk '{print "listen", $4}'
 """
 
@@ -304,6 +305,11 @@ class Host:
         return not self.is_ca or bool(self.one("front"))
 
     @property
+    def roles(self):
+        kinds = (("ca", self.is_ca), ("master", self.is_master), ("lb", self.is_lb), ("agent", self.is_agent_only))
+        return "/".join(kind for kind, present in kinds if present) or "?"
+
+    @property
     def is_agent_only(self):
         return bool(self.one("puppetconf")) and not (self.is_ca or self.is_lb or self.one("puppetserver"))
 
@@ -328,7 +334,8 @@ def discover(network):
     for info in data.get("Containers", {}).values():
         name = info["Name"]
         ip = info["IPv4Address"].split("/")[0]
-        aliases = json.loads(sh("docker", "inspect", "-f", f"{{{{json (index .NetworkSettings.Networks \"{network}\").Aliases}}}}", name).stdout) or []
+        template = f'{{{{json (index .NetworkSettings.Networks "{network}").Aliases}}}}'
+        aliases = json.loads(sh("docker", "inspect", "-f", template, name).stdout) or []
         hosts.append(Host(name, ip, [a for a in aliases if "." in a]))
     probe = PROBE % {"cadirs": " ".join(CADIRS), "ssldirs": " ".join(SSLDIRS), "serverdirs": " ".join(SERVER_CONFDIRS),
                      "fronts": " ".join(FRONT_CONFS), "confs": " ".join(PUPPET_CONFS)}
@@ -506,9 +513,7 @@ def main():
                 break
             time.sleep(5)
         report.add("lab found", args.network, bool(cas),
-                   f"{len(hosts)} containers: " + ", ".join(
-                       f"{h.name}[{'/'.join(r for r, on in (('ca', h.is_ca), ('master', h.is_master), ('lb', h.is_lb), ('agent', h.is_agent_only)) if on) or '?'}]"
-                       for h in hosts))
+                   f"{len(hosts)} containers: " + ", ".join(f"{h.name}[{h.roles}]" for h in hosts))
         if not cas:
             return finish(report, args, started, version)
         ca = cas[0]
