@@ -243,8 +243,10 @@ def self_test(report, sslscan, workdir):
         scan = run_sslscan(sslscan, "127.0.0.1", port, "selftest.invalid")
         saw_tls10 = scan.protocols.get("TLSv1.0", False)
         saw_weak = any(weak_reasons(name, proto) for proto, name, _ in scan.ciphers)
-        return report.add("scanner self-test", "weak local s_server", saw_tls10 and saw_weak,
-                          f"TLSv1.0 seen: {saw_tls10}; weak suites seen: "
+        # The listener discovery must also count a TLS 1.0-only server as TLS.
+        seen_as_tls = tls_handshake("127.0.0.1", port)
+        return report.add("scanner self-test", "weak local s_server", saw_tls10 and saw_weak and seen_as_tls,
+                          f"TLSv1.0 seen: {saw_tls10}; handshake detected: {seen_as_tls}; weak suites seen: "
                           + ", ".join(f"{p} {n}" for p, n, _ in scan.ciphers)).ok
     finally:
         server.terminate()
@@ -393,10 +395,13 @@ def public_listeners(host):
 
 
 def tls_handshake(ip, port, timeout=5):
-    """True if a TLS handshake completes (certificate not checked): tells TLS listeners apart."""
-    ctx = ssl.create_default_context()
+    """True if a TLS handshake completes (certificate not checked): tells TLS listeners apart.
+    Offers every protocol and suite this OpenSSL has, so a TLS 1.0-only server counts as TLS."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
     try:
         with socket.create_connection((ip, port), timeout=timeout) as sock:
             with ctx.wrap_socket(sock, server_hostname="probe.invalid"):
@@ -530,9 +535,12 @@ def main():
                 report.add("serves TLS", host.name, any(tls_handshake(host.ip, p) for p in ports),
                            f"listens on {', '.join(map(str, ports)) or 'no public port'} "
                            "(a CA, master or LB that serves nothing cannot be scanned)")
+            public = public_listeners(host)
             for address, port in host.listeners():
                 loopback = address.startswith("127.") or address == "::1"
                 target = f"{host.name}:{port}"
+                if loopback and port in public:
+                    continue  # also bound outside loopback (e.g. bind9 on 53): checked as such below
                 if loopback:
                     inside = listening_inside(host.name, address, port)
                     from_host = reachable_from_host(host.ip, port)
