@@ -117,6 +117,18 @@ CASES = {
         dict(groups={**GOOD_GROUPS, "puppet_masters_retired": ["puppet2.domain.com"]}),
         "puppet2.domain.com cannot be in both puppet_masters and puppet_masters_retired",
     ),
+    "combination given as a word": (
+        dict(variables={"puppet_cluster_combination": "four"}),
+        "the inventory needs puppet_cluster_combination (1-5)",
+    ),
+    "autosign allowlist without names": (
+        dict(variables={"puppet_ca_autosign": "allowlist"}),
+        "allowlist (with a non-empty puppet_ca_autosign_allowlist)",
+    ),
+    "code directory without environments": (
+        dict(variables={"puppet_master_code_source": "/nonexistent/code"}),
+        "puppet_master_code_source /nonexistent/code has no environments/ directory on the controller",
+    ),
     "code from a directory and from git": (
         dict(variables={"puppet_master_code_source": str(ROOT / "molecule/shared/code"),
                         "puppet_master_code_git_repo": "https://git.domain.com/control.git"}),
