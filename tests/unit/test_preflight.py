@@ -59,11 +59,39 @@ CASES = {
         dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_masters"}),
         "at least one in puppet_masters",
     ),
-    "combination 7": (dict(variables={"puppet_cluster_combination": 7}), "puppet_cluster_combination (1-5)"),
+    "combination 7": (dict(variables={"puppet_cluster_combination": 7}), "puppet_cluster_combination must be 1, 2, 3, 4 or 5 (got 7)"),
     "no shared name": (dict(variables={"puppet_cluster_server_name": ""}), "puppet_cluster_server_name"),
     "no load balancer in combination 4": (
         dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_lb"}),
-        "a host in puppet_lb",
+        "combination 4 needs a host in puppet_lb",
+    ),
+    "shared name given as a URL": (
+        dict(variables={"puppet_cluster_server_name": "https://puppet.domain.com:8140"}),
+        "without scheme or port (got 'https://puppet.domain.com:8140')",
+    ),
+    "empty CA server name": (
+        dict(variables={"puppet_cluster_ca_server": ""}),
+        "puppet_cluster_ca_server is set but empty",
+    ),
+    "load balancer on a master": (
+        dict(groups={**GOOD_GROUPS, "puppet_lb": ["puppet1.domain.com"]}),
+        "puppet1.domain.com: a load balancer cannot also be the CA or a master",
+    ),
+    "CA host retired": (
+        dict(groups={**GOOD_GROUPS, "puppet_masters_retired": ["puppetca.domain.com"]}),
+        "puppet_masters_retired is for compile masters only",
+    ),
+    "backend port equal to the front's": (
+        dict(variables={"puppet_master_backend_port": 8140}),
+        "puppet_master_backend_port (8140) must differ from puppet_master_port (8140)",
+    ),
+    "TLS 1.0 on the masters' fronts": (
+        dict(variables={"puppet_master_ssl_protocols": ["TLSv1", "TLSv1.2"]}),
+        "puppet_master_ssl_protocols may hold only TLSv1.2 and TLSv1.3",
+    ),
+    "RC4 in the load balancer's ciphers": (
+        dict(variables={"puppet_lb_mode": "tls", "puppet_lb_ssl_ciphers": "ECDHE-RSA-AES128-GCM-SHA256:RC4-SHA"}),
+        "puppet_lb_ssl_ciphers no RC4, NULL, EXPORT, DES, MD5 or anonymous cipher",
     ),
     "autosign true": (dict(variables={"puppet_ca_autosign": True}), "Autosigning everything (true) is not offered"),
     "autosign policy without a password": (
@@ -119,7 +147,7 @@ CASES = {
     ),
     "combination given as a word": (
         dict(variables={"puppet_cluster_combination": "four"}),
-        "the inventory needs puppet_cluster_combination (1-5)",
+        "puppet_cluster_combination must be 1, 2, 3, 4 or 5 (got four)",
     ),
     "autosign allowlist without names": (
         dict(variables={"puppet_ca_autosign": "allowlist"}),
