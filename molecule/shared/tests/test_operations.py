@@ -32,6 +32,15 @@ def test_status_fails_listing_what_expires_within_the_threshold(cluster):
         assert f"{agent}: EXPIRES certificate {agent} on" in output, agent
 
 
+def test_status_fails_listing_disks_fuller_than_the_threshold(cluster):
+    # Every lab container shares the machine's disk, which is more than 1% used.
+    status = cluster.run_playbook("playbooks/status.yml", args=("--check", "-e", "puppet_status_disk_percent=1"))
+    assert status.returncode != 0
+    output = status.stdout + status.stderr
+    for host in [cluster.ca, *cluster.masters, *cluster.agents]:
+        assert re.search(rf"{re.escape(host)}: disk \d+% full at /", output), host
+
+
 def test_puppet_cert_module_signs_revokes_and_cleans_on_the_real_ca(cluster):
     """The module the roles sign with, on this scenario's puppetserver (7 on Debian 12:
     one request per name; 8: bulk signing), in normal and check mode."""
