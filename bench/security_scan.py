@@ -194,10 +194,10 @@ def scan_checks(report, target, scan):
     report.add("no weak cipher", target, scan.ciphers and not weak,
                f"{len(scan.ciphers)} suites accepted"
                + (": weak " + "; ".join(f"{k} ({', '.join(v)})" for k, v in weak.items()) if weak else ", none weak"))
-    off_promise = sorted({name for proto, name, _ in scan.ciphers
+    off_promise = sorted({name for proto, name, _dhe in scan.ciphers
                           if proto != "TLSv1.3" and not PROMISED_CIPHER.match(name)})
     report.add("TLS 1.2: ECDHE+AEAD only", target, not off_promise,
-               "TLS 1.2 suites: " + ", ".join(sorted({n for p, n, _ in scan.ciphers if p == "TLSv1.2"}) or ["none"])
+               "TLS 1.2 suites: " + ", ".join(sorted({n for p, n, _dhe in scan.ciphers if p == "TLSv1.2"}) or ["none"])
                + (f"; outside the promise: {', '.join(off_promise)}" if off_promise else ""))
     key_type, key_bits = scan.cert_key
     strong_key = (key_type == "RSA" and key_bits >= 2048) or (key_type == "EC" and key_bits >= 256)
@@ -242,12 +242,12 @@ def self_test(report, sslscan, workdir):
                 time.sleep(0.1)
         scan = run_sslscan(sslscan, "127.0.0.1", port, "selftest.invalid")
         saw_tls10 = scan.protocols.get("TLSv1.0", False)
-        saw_weak = any(weak_reasons(name, proto) for proto, name, _ in scan.ciphers)
+        saw_weak = any(weak_reasons(name, proto, dhe) for proto, name, dhe in scan.ciphers)
         # The listener discovery must also count a TLS 1.0-only server as TLS.
         seen_as_tls = tls_handshake("127.0.0.1", port)
         return report.add("scanner self-test", "weak local s_server", saw_tls10 and saw_weak and seen_as_tls,
                           f"TLSv1.0 seen: {saw_tls10}; handshake detected: {seen_as_tls}; weak suites seen: "
-                          + ", ".join(f"{p} {n}" for p, n, _ in scan.ciphers)).ok
+                          + ", ".join(f"{p} {n}" for p, n, _dhe in scan.ciphers)).ok
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -287,7 +287,7 @@ class Host:
     def settings(self):
         out = {}
         for line in self.all("setting"):
-            k, _, v = line.partition("=")
+            k, _sep, v = line.partition("=")
             out.setdefault(k, v)
         return out
 
@@ -319,7 +319,7 @@ class Host:
         """(address, port) of every TCP listener, without Docker's embedded DNS (127.0.0.11)."""
         out = []
         for item in self.all("listen"):
-            address, _, port = item.rpartition(":")
+            address, _sep, port = item.rpartition(":")
             address = address.strip("[]")
             if address == "127.0.0.11":
                 continue
@@ -343,7 +343,7 @@ def discover(network):
                      "fronts": " ".join(FRONT_CONFS), "confs": " ".join(PUPPET_CONFS)}
     for host in hosts:
         for line in dexec(host.name, probe).stdout.splitlines():
-            key, _, value = line.partition(" ")
+            key, _sep, value = line.partition(" ")
             host.facts.setdefault(key, []).append(value.strip())
     return sorted(hosts, key=lambda h: h.name)
 
@@ -491,7 +491,7 @@ def key_file_checks(report, host):
 # --------------------------------------------------------------------------- main
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--network", default=os.environ.get("LAB_NETWORK", "puppet-lab"))
     parser.add_argument("--markdown", metavar="FILE", help="write the results table to FILE")
     parser.add_argument("--wait", type=int, default=0, metavar="SECONDS",
