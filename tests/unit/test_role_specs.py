@@ -120,7 +120,9 @@ def test_choices_contain_default(role):
             continue
         if _is_templated(spec["default"]):
             continue
-        if spec["default"] not in spec["choices"]:
+        # A list option's choices apply to each element, as in Ansible's argument spec.
+        values = spec["default"] if spec.get("type") == "list" else [spec["default"]]
+        if any(value not in spec["choices"] for value in values):
             problems.append(f"{entry_name}:{name} default {spec['default']!r} not in choices {spec['choices']!r}")
     assert not problems, f"{role}: " + "; ".join(problems)
 
