@@ -1,9 +1,11 @@
 """Simulated Puppet agents for Locust: each user is one agent with its own certificate.
 
-Every task is one agent run, as puppet-agent 8 does it against a master:
+Every task is one agent run, as puppet-agent 8.10 does it against a master once its
+plugins are in sync (no file_content downloads):
   GET  /puppet/v3/node/<certname>                   (node object, environment check)
-  GET  /puppet/v3/file_metadatas/pluginfacts        (pluginsync, external facts)
-  GET  /puppet/v3/file_metadatas/plugins            (pluginsync, Ruby plugins)
+  GET  /puppet/v3/file_metadatas/plugins            (pluginsync: the mount's top, not recursive)
+  GET  /puppet/v3/file_metadatas/pluginfacts        (pluginsync, external facts, recursive)
+  GET  /puppet/v3/file_metadatas/plugins            (pluginsync, Ruby plugins, recursive)
   POST /puppet/v3/catalog/<certname>                (facts in the form body, compile)
   PUT  /puppet/v3/report/<certname>                 (a minimal, valid JSON report)
 then the connections are dropped, as the agent process ends: each run pays a TLS handshake
@@ -41,17 +43,16 @@ FACTS_PATH = os.environ.get("BENCH_FACTS", "")
 REQLOG = os.environ.get("BENCH_REQLOG", "")
 TAG = os.environ.get("BENCH_TAG", "")
 ENVIRONMENT = "production"
-# What puppet-agent 8 asks for when it syncs plugins (see docs/load.md for the captured run).
-PLUGINSYNC_QUERY = [
-    ("environment", ENVIRONMENT),
-    ("links", "follow"),
-    ("recurse", "true"),
-    ("source_permissions", "ignore"),
-    ("ignore", ".svn"),
-    ("ignore", "CVS"),
-    ("ignore", ".git"),
-    ("ignore", ".hg"),
-    ("checksum_type", "sha256"),
+# Pluginsync as puppet-agent 8.10 asks for it (copied from a master's access log of a real run):
+# the mount's top directory, then pluginfacts and plugins recursively.
+_IGNORES = [("ignore", ".svn"), ("ignore", "CVS"), ("ignore", ".git"), ("ignore", ".hg")]
+PLUGINSYNC = [
+    ("plugins", [("recurse", "false"), ("links", "manage"), ("checksum_type", "sha256"),
+                 ("source_permissions", "ignore"), ("environment", ENVIRONMENT)]),
+    ("pluginfacts", [("recurse", "true"), ("max_files", "-1"), *_IGNORES, ("links", "follow"),
+                     ("checksum_type", "sha256"), ("source_permissions", "use"), ("environment", ENVIRONMENT)]),
+    ("plugins", [("recurse", "true"), ("max_files", "-1"), *_IGNORES, ("links", "follow"),
+                 ("checksum_type", "sha256"), ("source_permissions", "ignore"), ("environment", ENVIRONMENT)]),
 ]
 CHECKSUM_TYPES = "sha256.sha384.sha512.sha224.md5"
 
@@ -203,14 +204,15 @@ class PuppetAgent(HttpUser):
             "node",
             "GET",
             f"/puppet/v3/node/{certname}?environment={ENVIRONMENT}&configured_environment={ENVIRONMENT}"
-            f"&transaction_uuid={txn}&fail_on_404=true",
+            f"&transaction_uuid={txn}",
             headers={"Accept": "application/json"},
         )
-        for mount in ("pluginfacts", "plugins"):
+        for mount, query in PLUGINSYNC:
+            recurse = dict(query)["recurse"] == "true"
             self._request(
-                f"file_metadatas/{mount}",
+                f"file_metadatas/{mount}{'' if recurse else ' (top)'}",
                 "GET",
-                f"/puppet/v3/file_metadatas/{mount}?" + urllib.parse.urlencode(PLUGINSYNC_QUERY),
+                f"/puppet/v3/file_metadatas/{mount}?" + urllib.parse.urlencode(query),
                 headers={"Accept": "application/json"},
             )
         # Puppet double-escapes the facts: once into the parameter, once by the form encoding.
