@@ -51,6 +51,8 @@ CA_CERT_PATH = "/etc/puppet/puppetserver/ca/ca_crt.pem"
 PORT = 8140
 N_CERTS = 16
 LOCK_BUDGET_S = 360
+# How long to wait for the lab to be free of converges and tests before measuring anyway.
+QUIET_WAIT_S = 600
 
 
 def log(msg):
@@ -99,6 +101,50 @@ def wait_lab_present(timeout=900):
         return all(n in out for n in names)
 
     wait_for("the lab containers (docker ps)", present, timeout, interval=5)
+
+
+# ---------------------------------------------------------------- is someone else using the lab?
+
+# Converges and tests of the lab restart services without the lock; a measurement that
+# overlaps one is flagged instead of being reported as a clean figure.
+# Check-mode playbooks change nothing and are not counted.
+OTHER_ACTIVITY = ("ansible-playbook", "molecule ", "/lab ")
+
+
+def lab_busy():
+    """Command lines of host processes that drive the lab (ansible, molecule, ./lab)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(key in cmd for key in OTHER_ACTIVITY) and "--check" not in cmd and "apt-cacher-ng" not in cmd:
+            found.append(cmd[:120])
+    return found
+
+
+def wait_quiet(timeout):
+    try:
+        wait_for("no ansible/molecule run on the lab", lambda: not lab_busy(), timeout, interval=5)
+        return True
+    except TimeoutError:
+        log(f"the lab is still busy after {timeout}s: {lab_busy()[:2]}; measuring anyway, results flagged")
+        return False
+
+
+def service_stamps():
+    """When each lab service last (re)started: a change during a run means it was disturbed."""
+    stamps = {}
+    for host, units in ((MASTERS["puppet1"], ("puppetserver", "nginx")),
+                        (MASTERS["puppet2"], ("puppetserver", "apache2")),
+                        (LB, ("nginx",)), (CA, ("puppetserver",))):
+        for unit in units:
+            out = dexec(host, "systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", unit, check=False)
+            stamps[f"{host}:{unit}"] = out.stdout.decode().strip()
+    return stamps
 
 
 # ---------------------------------------------------------------- TLS probes
@@ -216,10 +262,16 @@ def run_locust(outdir, tag, entry, users, duration, certnames, reqlog=True, back
     proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=outdir)
     if background:
         return proc
+    before, busy = service_stamps(), lab_busy()
     rc = proc.wait()
     if rc != 0:
         raise RuntimeError(f"locust {tag} exited {rc}; see {logf.name}")
-    return summarize(outdir, tag)
+    res = summarize(outdir, tag)
+    after = service_stamps()
+    busy += lab_busy()
+    res["disturbed"] = sorted({f"{k} restarted" for k in before if before[k] != after.get(k)}
+                              | ({"ansible/molecule running on the lab"} if busy else set()))
+    return res
 
 
 def read_reqlog(path):
@@ -691,12 +743,12 @@ def per_master_agents(res):
 
 
 def print_table(results):
-    print("| configuration | users | catalogs | catalogs/s | p50 ms | p95 ms | errors | agents per master at 30 min |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| configuration | users | catalogs | catalogs/s | p50 ms | p95 ms | errors | agents per master at 30 min | disturbed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | "
               f"{r['catalog_p50_ms']:.0f} | {r['catalog_p95_ms']:.0f} | {r['errors']} | "
-              f"{per_master_agents(r):,.0f} |")
+              f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
 
 
 def latest(block):
@@ -759,6 +811,7 @@ def plot_all():
 def locked(argv):
     """Runs this script again under flock, for one block or drill."""
     cmd = ["flock", LOCKFILE, sys.executable, os.path.abspath(__file__), "_locked", *argv]
+    wait_quiet(QUIET_WAIT_S)
     log(f"waiting for {LOCKFILE}, then: {' '.join(argv)}")
     return subprocess.run(cmd, check=False).returncode
 
@@ -767,6 +820,8 @@ def run_unit(kind, name, args):
     """Inside the lock: one block or drill, with a time budget check, results saved."""
     start = time.monotonic()
     wait_lab_present()
+    if lab_busy():
+        log(f"someone else is driving the lab: {lab_busy()[:2]}")
     certnames = load_certnames(args.users if args.users > N_CERTS else N_CERTS)
     ensure_certs(certnames)
     wait_masters_ready(certnames[0])
