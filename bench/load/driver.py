@@ -127,6 +127,8 @@ def lab_busy():
 
 
 def wait_quiet(timeout):
+    if lab_busy():
+        log(f"the lab is busy ({lab_busy()[0][:70]}...): waiting up to {timeout}s for it to finish")
     try:
         wait_for("no ansible/molecule run on the lab", lambda: not lab_busy(), timeout, interval=5)
         return True
@@ -366,40 +368,80 @@ def new_outdir(block):
     return path
 
 
+def summarize_rounds(outdir, label, tags, masters):
+    """One configuration measured in several rounds: figures over all its rounds together."""
+    rows = []
+    for tag in tags:
+        rows += read_reqlog(os.path.join(outdir, f"{tag}-requests.csv"))
+    per_round = [summarize(outdir, tag) for tag in tags]
+    ok_cat = sorted(float(r["ms"]) for r in rows if r["name"] == "catalog" and not r["error"])
+    wall = sum(r["wall_s"] for r in per_round)
+    compiled = {}
+    for r in per_round:
+        for k, v in r["compiled_on"].items():
+            compiled[k] = compiled.get(k, 0) + v
+    return {
+        "label": label, "tags": tags, "masters": masters, "wall_s": round(wall, 1),
+        "catalogs": len(ok_cat), "catalogs_per_s": len(ok_cat) / wall,
+        "round_catalogs_per_s": [round(r["catalogs_per_s"], 1) for r in per_round],
+        "catalog_p50_ms": percentile(ok_cat, 0.50), "catalog_p95_ms": percentile(ok_cat, 0.95),
+        "requests": len(rows), "errors": sum(1 for r in rows if r["error"]),
+        "errors_by_kind": {k: v for r in per_round for k, v in r["errors_by_kind"].items()},
+        "compiled_on": compiled,
+        "disturbed": sorted({d for r in per_round for d in r.get("disturbed", [])}),
+    }
+
+
+def measure_rounds(args, outdir, certnames, configs):
+    """Interleaves the configurations round by round, so that whatever else runs on the
+    shared machine weighs on all of them alike. configs: (key, label, entry, masters, setup, undo)."""
+    tags = {c[0]: [] for c in configs}
+    for rnd in range(1, args.rounds + 1):
+        for key, label, entry, _masters, setup, undo in configs:
+            if setup:
+                setup()
+            try:
+                log(f"round {rnd}/{args.rounds}: {label} ({args.duration}s, {args.users} users)")
+                tag = f"m-{key}-r{rnd}"
+                run_locust(outdir, tag, entry, args.users, args.duration, certnames)
+                tags[key].append(tag)
+            finally:
+                if undo:
+                    undo()
+    return [summarize_rounds(outdir, label, tags[key], masters) for key, label, _e, masters, _s, _u in configs]
+
+
 def block_entry(args, outdir, certnames):
     """Each master direct (nginx and apache fronts) and the LB over both, same users and time."""
     eps = entry_points()
     warm_up(outdir, eps, args.users, args.warmup, certnames)
-    results = []
-    for key, label in (("puppet1", "puppet1 direct (nginx front)"),
-                       ("puppet2", "puppet2 direct (apache front)"),
-                       ("lb", "LB, two masters")):
-        log(f"measuring {label} ({args.duration}s, {args.users} users)")
-        res = run_locust(outdir, f"m-{key}", eps[key], args.users, args.duration, certnames)
-        res.update(label=label, masters=2 if key == "lb" else 1)
-        results.append(res)
-    return results
+    return measure_rounds(args, outdir, certnames, [
+        ("puppet1", "puppet1 direct (nginx front)", eps["puppet1"], 1, None, None),
+        ("puppet2", "puppet2 direct (apache front)", eps["puppet2"], 1, None, None),
+        ("lb", "LB, two masters", eps["lb"], 2, None, None),
+    ])
+
+
+def only_puppet1_behind_lb(certname):
+    def setup():
+        log("stopping puppet2's front (apache2)")
+        stop_front("puppet2")
+
+    def undo():
+        log("restoring puppet2's front")
+        start_front("puppet2", certname)
+    return setup, undo
 
 
 def block_lb_one(args, outdir, certnames):
-    """puppet1 direct, then the LB with puppet2's front stopped (one master behind the LB)."""
+    """puppet1 direct vs the LB with puppet2's front stopped (one master behind the LB)."""
     eps = entry_points()
-    warm_up(outdir, {"puppet1": eps["puppet1"], "puppet2": eps["puppet2"]}, args.users, args.warmup,
-            certnames)
-    results = []
-    res = run_locust(outdir, "m-puppet1-ref", eps["puppet1"], args.users, args.duration, certnames)
-    res.update(label="puppet1 direct (reference)", masters=1)
-    results.append(res)
-    log("stopping puppet2's front (apache2)")
-    stop_front("puppet2")
-    try:
-        res = run_locust(outdir, "m-lb-one", eps["lb"], args.users, args.duration, certnames)
-        res.update(label="LB, one master (puppet1)", masters=1)
-        results.append(res)
-    finally:
-        log("restoring puppet2's front")
-        start_front("puppet2", certnames[0])
-    return results
+    warm_up(outdir, eps, args.users, args.warmup, certnames)
+    setup, undo = only_puppet1_behind_lb(certnames[0])
+    return measure_rounds(args, outdir, certnames, [
+        ("puppet1-ref", "puppet1 direct (reference)", eps["puppet1"], 1, None, None),
+        ("lb-one", "LB, one master (puppet1)", eps["lb"], 1, setup, undo),
+    ])
 
 
 def block_pinned(args, outdir, certnames):
@@ -407,28 +449,20 @@ def block_pinned(args, outdir, certnames):
     eps = entry_points()
     original = cpusets()
     log(f"original cpusets: {original}")
-    results = []
     try:
         set_cpuset(MASTERS["puppet1"], "0")
         set_cpuset(MASTERS["puppet2"], "1")
+        log(f"pinned: {cpusets()}")
         warm_up(outdir, eps, args.users, args.warmup, certnames)
-        res = run_locust(outdir, "m-pinned-two", eps["lb"], args.users, args.duration, certnames)
-        res.update(label="LB, two masters pinned to one core each", masters=2)
-        results.append(res)
-        log("stopping puppet2's front (apache2)")
-        stop_front("puppet2")
-        try:
-            res = run_locust(outdir, "m-pinned-one", eps["lb"], args.users, args.duration, certnames)
-            res.update(label="LB, one master pinned to one core", masters=1)
-            results.append(res)
-        finally:
-            log("restoring puppet2's front")
-            start_front("puppet2", certnames[0])
+        setup, undo = only_puppet1_behind_lb(certnames[0])
+        return measure_rounds(args, outdir, certnames, [
+            ("pinned-two", "LB, two masters pinned to one core each", eps["lb"], 2, None, None),
+            ("pinned-one", "LB, one master pinned to one core", eps["lb"], 1, setup, undo),
+        ])
     finally:
         for host, cpus in original.items():
             set_cpuset(host, cpus)
         log(f"cpusets restored: {cpusets()}")
-    return results
 
 
 BACKEND_SCRIPT = r"""
@@ -743,10 +777,11 @@ def per_master_agents(res):
 
 
 def print_table(results):
-    print("| configuration | users | catalogs | catalogs/s | p50 ms | p95 ms | errors | agents per master at 30 min | disturbed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| configuration | users | catalogs | catalogs/s | per round | p50 ms | p95 ms | errors | agents per master at 30 min | disturbed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | "
+        rounds = " / ".join(f"{v:.1f}" for v in r.get("round_catalogs_per_s", []))
+        print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | {rounds} | "
               f"{r['catalog_p50_ms']:.0f} | {r['catalog_p95_ms']:.0f} | {r['errors']} | "
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
 
@@ -770,7 +805,7 @@ def plot_all():
             rows += json.load(open(os.path.join(d, "summary.json")))["results"]
     if rows:
         fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
-        labels = [r["label"] for r in rows]
+        labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
         vals = [r["catalogs_per_s"] for r in rows]
         ax.barh(labels, vals, color=["#4c72b0" if r.get("masters", 1) == 1 else "#dd8452" for r in rows])
         for i, v in enumerate(vals):
@@ -865,7 +900,10 @@ def main():
                             help="measure only these blocks (default: all, each under its own lock)")
             sp.add_argument("--plot-only", action="store_true", help="only redraw docs/img from the latest results")
         sp.add_argument("--users", type=int, default=8, help="simulated agents (default 8)")
-        sp.add_argument("--duration", type=int, default=60, help="seconds per measurement (default 60)")
+        sp.add_argument("--duration", type=int, default=90 if name == "drill" else 30,
+                        help="seconds per measurement (default 30 per round; a drill's load runs 90)")
+        sp.add_argument("--rounds", type=int, default=2,
+                        help="load: rounds of interleaved measurements (default 2)")
         sp.add_argument("--warmup", type=int, default=30, help="warm-up seconds per master (default 30)")
         sp.add_argument("--master", choices=sorted(MASTERS), default="puppet1",
                         help="master-down: whose front to stop (default puppet1, nginx)")
@@ -874,6 +912,7 @@ def main():
     args = p.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     common = ["--users", str(args.users), "--duration", str(args.duration), "--warmup", str(args.warmup),
+              "--rounds", str(args.rounds),
               "--master", args.master, "--down-catalogs", str(args.down_catalogs)]
     if args.cmd == "_locked":
         return run_unit(args.kind, args.name, args)
