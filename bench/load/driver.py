@@ -273,6 +273,8 @@ def run_locust(outdir, tag, entry, users, duration, certnames, reqlog=True, back
     busy += lab_busy()
     res["disturbed"] = sorted({f"{k} restarted" for k in before if before[k] != after.get(k)}
                               | ({"ansible/molecule running on the lab"} if busy else set()))
+    with open(os.path.join(outdir, f"{tag}-disturbed.json"), "w") as fh:
+        json.dump(res["disturbed"], fh)
     return res
 
 
