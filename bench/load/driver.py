@@ -133,7 +133,7 @@ def wait_quiet(timeout):
         wait_for("no ansible/molecule run on the lab", lambda: not lab_busy(), timeout, interval=5)
         return True
     except TimeoutError:
-        log(f"the lab is still busy after {timeout}s: {lab_busy()[:2]}; measuring anyway, results flagged")
+        log(f"the lab is still busy after {timeout}s: {lab_busy()[:1]}")
         return False
 
 
@@ -845,10 +845,18 @@ def plot_all():
 
 # ---------------------------------------------------------------- main
 
+# Blocks and drills that stop services or pin CPUs: never started while a converge or a test
+# drives the lab (it could fail because of them), only measured "disturbed" ones may be.
+CHANGES_STATE = {("load", "lb-one"), ("load", "pinned"), ("drill", "master-down"), ("drill", "ca-down"),
+                 ("drill", "revoke-under-load")}
+
+
 def locked(argv):
     """Runs this script again under flock, for one block or drill."""
     cmd = ["flock", LOCKFILE, sys.executable, os.path.abspath(__file__), "_locked", *argv]
-    wait_quiet(QUIET_WAIT_S)
+    if not wait_quiet(QUIET_WAIT_S) and tuple(argv[:2]) in CHANGES_STATE:
+        log(f"SKIPPED {' '.join(argv[:2])}: it changes the lab's state and the lab is still in use")
+        return 3
     log(f"waiting for {LOCKFILE}, then: {' '.join(argv)}")
     return subprocess.run(cmd, check=False).returncode
 
@@ -858,7 +866,10 @@ def run_unit(kind, name, args):
     start = time.monotonic()
     wait_lab_present()
     if lab_busy():
-        log(f"someone else is driving the lab: {lab_busy()[:2]}")
+        if (kind, name) in CHANGES_STATE:
+            log(f"SKIPPED {kind} {name}: a converge or test started while waiting for the lock")
+            return 3
+        log(f"someone else is driving the lab, results will be flagged: {lab_busy()[:1]}")
     certnames = load_certnames(args.users if args.users > N_CERTS else N_CERTS)
     ensure_certs(certnames)
     wait_masters_ready(certnames[0])
