@@ -472,11 +472,12 @@ import http.client, json, socket, ssl, sys, threading, time, urllib.parse, uuid
 mode, certname, users, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 ssldir = "/var/lib/puppet/ssl"
 facts = json.load(sys.stdin)
+ctx = ssl.create_default_context(cafile=f"{ssldir}/certs/ca.pem")
+ctx.load_cert_chain(f"{ssldir}/certs/{certname}.pem", f"{ssldir}/private_keys/{certname}.pem")
 def conn():
+    # One persistent connection per thread in both modes: what differs is the front alone.
     if mode == "backend":
         return http.client.HTTPConnection("127.0.0.1", 18140, timeout=120)
-    ctx = ssl.create_default_context(cafile=f"{ssldir}/certs/ca.pem")
-    ctx.load_cert_chain(f"{ssldir}/certs/{certname}.pem", f"{ssldir}/private_keys/{certname}.pem")
     c = http.client.HTTPSConnection("127.0.0.1", 8140, timeout=120, context=ctx)
     c.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", 8140), 120), server_hostname=certname)
     return c
@@ -486,18 +487,19 @@ if mode == "backend":
     hdrs.update({"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={certname}"})
 lat, errors, lock = [], [0], threading.Lock()
 def worker(stop_at):
+    c = None
     while time.time() < stop_at:
         body = urllib.parse.urlencode({"environment": "production", "facts_format": "application/json",
             "facts": urllib.parse.quote(json.dumps({"name": certname, "values": facts}), safe=""),
             "transaction_uuid": str(uuid.uuid4()), "static_catalog": "true", "checksum_type": "sha256"})
         t0 = time.time()
         try:
-            c = conn()
+            c = c or conn()
             c.request("POST", f"/puppet/v3/catalog/{certname}?environment=production", body=body, headers=hdrs)
-            r = c.getresponse(); r.read(); c.close()
-            ok = r.status == 200
+            r = c.getresponse(); data = r.read()
+            ok = r.status == 200 and json.loads(data).get("name") == certname
         except Exception:
-            ok = False
+            ok, c = False, None
         with lock:
             (lat.append((time.time() - t0) * 1000) if ok else None)
             errors[0] += 0 if ok else 1
