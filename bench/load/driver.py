@@ -79,11 +79,24 @@ def ip_of(host):
     return ip
 
 
+class LabInUse(RuntimeError):
+    """A converge or test started driving the lab while a drill had it in a changed state."""
+
+
+# Set while a drill has stopped something: every wait checks that nobody else uses the lab,
+# and gives up (the drill's finally blocks restore the lab at once) when someone does.
+GUARD = {"on": False}
+# Locust runs started in the background by a drill: ended if the drill is aborted.
+BACKGROUND = []
+
+
 def wait_for(what, predicate, timeout, interval=0.5):
     """Polls predicate() until it is true; raises after timeout seconds."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        if GUARD["on"] and lab_busy():
+            raise LabInUse(f"while waiting for {what}: {lab_busy()[0][:100]}")
         try:
             if predicate():
                 return
@@ -263,6 +276,7 @@ def run_locust(outdir, tag, entry, users, duration, certnames, reqlog=True, back
     logf = open(os.path.join(outdir, f"{tag}-locust.log"), "w")
     proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=outdir)
     if background:
+        BACKGROUND.append(proc)
         return proc
     before, busy = service_stamps(), lab_busy()
     rc = proc.wait()
@@ -345,6 +359,7 @@ def stop_front(key):
 
 
 def start_front(key, certname):
+    GUARD["on"] = False  # restoring: nothing may stop this wait early
     host = MASTERS[key]
     service(host, FRONT_SERVICE[key], "start")
     addr = ip_of(host)
@@ -685,6 +700,7 @@ def drill_ca_down(args, outdir, certnames):
             and float(r["t_end"]) > events["stopped"]) >= args.down_catalogs, 120)
         events["restore"] = time.time()
     finally:
+        GUARD["on"] = False
         log("starting puppetserver on the CA")
         service(CA, "puppetserver", "start")
         wait_for("the CA's /status/v1/simple", lambda: status_ok(ca_ip, CA, certnames[0]), 240)
@@ -894,7 +910,19 @@ def run_unit(kind, name, args):
     wait_masters_ready(certnames[0])
     outdir = new_outdir(name)
     func = BLOCKS[name] if kind == "load" else DRILLS[name]
-    results = func(args, outdir, certnames)
+    GUARD["on"] = kind == "drill"
+    try:
+        results = func(args, outdir, certnames)
+    except LabInUse as exc:
+        GUARD["on"] = False
+        for proc in BACKGROUND:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+        log(f"ABORTED {kind} {name}, lab restored: someone started using the lab ({exc})")
+        print(f"DRILL {name}: ABORTED (lab in use)")
+        return 3
+    GUARD["on"] = False
     for r in results:
         r.setdefault("users", args.users)
         r.setdefault("duration_s", args.duration)
