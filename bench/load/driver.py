@@ -910,7 +910,7 @@ def run_unit(kind, name, args):
     wait_masters_ready(certnames[0])
     outdir = new_outdir(name)
     func = BLOCKS[name] if kind == "load" else DRILLS[name]
-    GUARD["on"] = kind == "drill"
+    GUARD["on"] = (kind, name) in CHANGES_STATE
     try:
         results = func(args, outdir, certnames)
     except LabInUse as exc:
@@ -920,7 +920,7 @@ def run_unit(kind, name, args):
                 proc.terminate()
                 proc.wait()
         log(f"ABORTED {kind} {name}, lab restored: someone started using the lab ({exc})")
-        print(f"DRILL {name}: ABORTED (lab in use)")
+        print(f"{'DRILL' if kind == 'drill' else 'LOAD'} {name}: ABORTED (lab in use)")
         return 3
     GUARD["on"] = False
     for r in results:
