@@ -332,7 +332,13 @@ def summarize(outdir, tag):
         "errors": sum(1 for r in rows if r["error"]),
         "errors_by_kind": errors_by_kind,
         "compiled_on": compiled,
+        "disturbed": read_disturbed(outdir, tag),
     }
+
+
+def read_disturbed(outdir, tag):
+    path = os.path.join(outdir, f"{tag}-disturbed.json")
+    return json.load(open(path)) if os.path.exists(path) else []
 
 
 def warm_up(outdir, eps, users, seconds, certnames):
