@@ -123,7 +123,7 @@ def wait_lab_present(timeout=900):
 # Converges and tests of the lab restart services without the lock; a measurement that
 # overlaps one is flagged instead of being reported as a clean figure.
 # Check-mode playbooks change nothing and are not counted.
-OTHER_ACTIVITY = ("ansible-playbook", "molecule ", "/lab ")
+OTHER_ACTIVITY = ("ansible-playbook", "molecule ", "/lab ", "pytest")
 
 
 def lab_busy():
