@@ -423,9 +423,11 @@ def measure_rounds(args, outdir, certnames, configs):
     tags = {c[0]: [] for c in configs}
     for rnd in range(1, args.rounds + 1):
         for key, label, entry, _masters, setup, undo in configs:
-            if setup:
-                setup()
             try:
+                # Inside the try: a setup that fails half-way (front stopped, then aborted)
+                # is undone as well.
+                if setup:
+                    setup()
                 log(f"round {rnd}/{args.rounds}: {label} ({args.duration}s, {args.users} users)")
                 tag = f"m-{key}-r{rnd}"
                 run_locust(outdir, tag, entry, args.users, args.duration, certnames)
@@ -453,8 +455,9 @@ def only_puppet1_behind_lb(certname):
         stop_front("puppet2")
 
     def undo():
-        log("restoring puppet2's front")
-        start_front("puppet2", certname)
+        if not service_active(MASTERS["puppet2"], FRONT_SERVICE["puppet2"]):
+            log("restoring puppet2's front")
+            start_front("puppet2", certname)
     return setup, undo
 
 
