@@ -385,6 +385,24 @@ def set_cpuset(host, cpus):
     docker("update", "--cpuset-cpus", value, host)
 
 
+def lab_state():
+    """The services a block or drill may stop, and the masters' CPU sets."""
+    units = {(MASTERS[k], FRONT_SERVICE[k]) for k in MASTERS} | {(CA, "puppetserver")}
+    return {"active": {u: service_active(*u) for u in units}, "cpusets": cpusets()}
+
+
+def restore_lab(initial, certname):
+    """Safety net after every block and drill: whatever was running at its start runs again."""
+    for (host, unit), was_active in initial["active"].items():
+        if was_active and not service_active(host, unit):
+            log(f"safety net: starting {unit} on {host} again")
+            service(host, unit, "start")
+            wait_for(f"{host} ready", lambda h=host: status_ok(ip_of(h), h, certname), 240)
+    for host, cpus in initial["cpusets"].items():
+        if cpusets()[host] != cpus and cpus:
+            set_cpuset(host, cpus)
+
+
 # ---------------------------------------------------------------- measurement blocks
 
 def new_outdir(block):
@@ -923,6 +941,7 @@ def run_unit(kind, name, args):
     outdir = new_outdir(name)
     func = BLOCKS[name] if kind == "load" else DRILLS[name]
     GUARD["on"] = (kind, name) in CHANGES_STATE
+    initial = lab_state()
     try:
         results = func(args, outdir, certnames)
     except LabInUse as exc:
@@ -934,7 +953,9 @@ def run_unit(kind, name, args):
         log(f"ABORTED {kind} {name}, lab restored: someone started using the lab ({exc})")
         print(f"{'DRILL' if kind == 'drill' else 'LOAD'} {name}: ABORTED (lab in use)")
         return 3
-    GUARD["on"] = False
+    finally:
+        GUARD["on"] = False
+        restore_lab(initial, certnames[0])
     for r in results:
         r.setdefault("users", args.users)
         r.setdefault("duration_s", args.duration)
