@@ -419,17 +419,19 @@ def summarize_rounds(outdir, label, tags, masters):
     per_round = [summarize(outdir, tag) for tag in tags]
     ok_cat = sorted(float(r["ms"]) for r in rows if r["name"] == "catalog" and not r["error"])
     wall = sum(r["wall_s"] for r in per_round)
-    compiled = {}
+    compiled, errors_by_kind = {}, {}
     for r in per_round:
         for k, v in r["compiled_on"].items():
             compiled[k] = compiled.get(k, 0) + v
+        for k, v in r["errors_by_kind"].items():
+            errors_by_kind[k] = errors_by_kind.get(k, 0) + v
     return {
         "label": label, "tags": tags, "masters": masters, "wall_s": round(wall, 1),
         "catalogs": len(ok_cat), "catalogs_per_s": len(ok_cat) / wall,
         "round_catalogs_per_s": [round(r["catalogs_per_s"], 1) for r in per_round],
         "catalog_p50_ms": percentile(ok_cat, 0.50), "catalog_p95_ms": percentile(ok_cat, 0.95),
         "requests": len(rows), "errors": sum(1 for r in rows if r["error"]),
-        "errors_by_kind": {k: v for r in per_round for k, v in r["errors_by_kind"].items()},
+        "errors_by_kind": errors_by_kind,
         "compiled_on": compiled,
         "disturbed": sorted({d for r in per_round for d in r.get("disturbed", [])}),
     }
