@@ -574,9 +574,14 @@ def block_backend(args, outdir, certnames):
         seconds = args.warmup if mode == "warmup" else args.duration
         real_mode = "front" if mode in ("warmup", "front2") else mode
         log(f"inside {host}: {mode} ({seconds}s, {args.users} threads)")
+        before, busy = service_stamps(), lab_busy()
         out = docker("exec", "-i", host, "python3", "-c", BACKEND_SCRIPT, real_mode, host,
                      str(args.users), str(seconds), input_bytes=facts).stdout.decode()
         res = json.loads(out.strip().splitlines()[-1])
+        after = service_stamps()
+        busy += lab_busy()
+        res["disturbed"] = sorted({f"{k} restarted" for k in before if before[k] != after.get(k)}
+                                  | ({"ansible/molecule running on the lab"} if busy else set()))
         if mode == "warmup":
             continue
         label = {"front": "inside puppet1, via nginx front (TLS)",
