@@ -865,15 +865,19 @@ def latest(block):
     return os.path.join(RESULTS, cands[-1]) if cands else None
 
 
-def plot_all():
+def plot_all(use=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(IMGDIR, exist_ok=True)
     rows = []
+    chosen = {}
+    for d in use or []:  # result directories picked by hand, e.g. the least disturbed run
+        d = os.path.join(RESULTS, os.path.basename(d.rstrip("/")))
+        chosen[json.load(open(os.path.join(d, "summary.json")))["name"]] = d
     for block in ("entry", "lb-one", "pinned", "backend"):
-        d = latest(block)
+        d = chosen.get(block) or latest(block)
         if d:
             rows += json.load(open(os.path.join(d, "summary.json")))["results"]
     if rows:
@@ -889,7 +893,7 @@ def plot_all():
         fig.tight_layout()
         fig.savefig(os.path.join(IMGDIR, "load-throughput.png"), dpi=100)
         log(f"wrote {os.path.join(IMGDIR, 'load-throughput.png')}")
-    d = latest("master-down")
+    d = chosen.get("master-down") or latest("master-down")
     if d:
         summary = json.load(open(os.path.join(d, "summary.json")))["results"][0]
         rows = [r for r in read_reqlog(os.path.join(d, "drill-requests.csv")) if r["name"] == "catalog"]
@@ -999,6 +1003,8 @@ def main():
             sp.add_argument("--block", action="append", choices=sorted(BLOCKS),
                             help="measure only these blocks (default: all, each under its own lock)")
             sp.add_argument("--plot-only", action="store_true", help="only redraw docs/img from the latest results")
+            sp.add_argument("--use", action="append", metavar="RESULT_DIR",
+                            help="with --plot-only: plot this result directory instead of its block's latest")
         sp.add_argument("--users", type=int, default=8, help="simulated agents (default 8)")
         sp.add_argument("--duration", type=int, default=90 if name == "drill" else 30,
                         help="seconds per measurement (default 30 per round; a drill's load runs 90)")
@@ -1021,7 +1027,7 @@ def main():
             rcs = [locked(["load", b, *common]) for b in (args.block or ["entry", "lb-one", "pinned", "backend"])]
             if any(rcs):
                 return 1
-        plot_all()
+        plot_all(args.use)
         return 0
     rc = locked(["drill", args.name, *common])
     plot_all()
