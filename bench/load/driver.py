@@ -122,8 +122,9 @@ def wait_lab_present(timeout=900):
 
 # Converges and tests of the lab restart services without the lock; a measurement that
 # overlaps one is flagged instead of being reported as a clean figure.
-# Check-mode playbooks change nothing and are not counted.
-OTHER_ACTIVITY = ("ansible-playbook", "molecule ", "/lab ", "pytest")
+# Check-mode playbooks change nothing and are not counted, nor are pytest runs of unit tests
+# (`./lab sanity|lint|unit` never touch the containers; `./lab test` shows up as molecule).
+OTHER_ACTIVITY = ("ansible-playbook", "molecule ", "pytest")
 
 
 def lab_busy():
@@ -136,7 +137,8 @@ def lab_busy():
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(key in cmd for key in OTHER_ACTIVITY) and "--check" not in cmd and "apt-cacher-ng" not in cmd:
+        if (any(key in cmd for key in OTHER_ACTIVITY) and "--check" not in cmd
+                and ("pytest" not in cmd or "molecule/" in cmd)):
             found.append(cmd[:120])
     return found
 
