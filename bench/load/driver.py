@@ -495,7 +495,7 @@ def block_lb_one(args, outdir, certnames):
 
 
 def block_pinned(args, outdir, certnames):
-    """Two masters pinned to one core each vs one master pinned to one core, both via the LB."""
+    """Two masters pinned to one core each (via the LB) vs one master pinned to one core."""
     eps = entry_points()
     original = cpusets()
     log(f"original cpusets: {original}")
