@@ -885,15 +885,15 @@ def plot_all(use=None):
         if d:
             rows += json.load(open(os.path.join(d, "summary.json")))["results"]
     if rows:
-        fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+        fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
         labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
         vals = [r["catalogs_per_s"] for r in rows]
         ax.barh(labels, vals, color=["#4c72b0" if r.get("masters", 1) == 1 else "#dd8452" for r in rows])
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.1f}", va="center")
         ax.invert_yaxis()
-        ax.set_xlabel("catalogs per second (agent runs: node, pluginsync, catalog, report)")
-        ax.set_title("Catalog throughput per configuration (2 cores shared with the load generator)")
+        ax.set_xlabel("catalogs per second (Locust rows: whole agent runs; 'inside' rows: catalogs only)")
+        ax.set_title("Catalog throughput per configuration\n(2 cores shared with the load generator; orange: two masters)")
         fig.tight_layout()
         fig.savefig(os.path.join(IMGDIR, "load-throughput.png"), dpi=100)
         log(f"wrote {os.path.join(IMGDIR, 'load-throughput.png')}")
