@@ -22,9 +22,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
-import urllib.parse
 import http.client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -180,8 +178,8 @@ def https_request(addr, name, method, path, certname=None, body=None, headers=No
     """One HTTPS request to addr with SNI/Host `name`; returns (status, body bytes)."""
     conn = http.client.HTTPSConnection(addr, PORT, context=tls_context(certname), timeout=timeout)
     # Connect to the address, but verify the certificate and send SNI for the name.
-    conn.sock = tls_context(certname).wrap_socket(socket.create_connection((addr, PORT), timeout),
-                                                   server_hostname=name)
+    conn.sock = tls_context(certname).wrap_socket(
+        socket.create_connection((addr, PORT), timeout), server_hostname=name)
     try:
         hdrs = {"Host": f"{name}:{PORT}", "Accept": "application/json"}
         hdrs.update(headers or {})
@@ -783,7 +781,7 @@ def drill_revoke(args, outdir, certnames):
     warm_up(outdir, eps, args.users, args.warmup, certnames)
     node_path = f"/puppet/v3/node/{victim}?environment=production"
     for key, (addr, name) in eps.items():
-        status, _ = https_request(addr, name, "GET", node_path, certname=victim)
+        status = https_request(addr, name, "GET", node_path, certname=victim)[0]
         if status != 200:
             raise RuntimeError(f"{victim} is refused at {key} before revocation: HTTP {status}")
     # The victim is user 0 of the load.
@@ -805,7 +803,7 @@ def drill_revoke(args, outdir, certnames):
         def probe():
             for key, (addr, name) in eps.items():
                 try:
-                    status, _ = https_request(addr, name, "GET", node_path, certname=victim, timeout=5)
+                    status = https_request(addr, name, "GET", node_path, certname=victim, timeout=5)[0]
                     how = f"HTTP {status}"
                     refused = status in (400, 401, 403)
                 except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
