@@ -3,7 +3,8 @@
 # its certificate name and its host name (masters sharing one certificate, as in
 # combination 5, differ only by the latter; generate() runs on the compiling master).
 node default {
-  $compiled_on = strip(generate('/bin/cat', '/etc/hostname'))
+  # regsubst, not strip(): Puppet 5 (the legacy scenario) has no built-in strip().
+  $compiled_on = regsubst(generate('/bin/cat', '/etc/hostname'), '\s+$', '')
   notify { 'puppet-cluster-proof':
     message => "compiled by ${server_facts['servername']} on ${compiled_on}",
   }

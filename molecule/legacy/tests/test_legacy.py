@@ -1,0 +1,121 @@
+"""Combination 4 on Debian 11 with Puppet 5 under Passenger (the legacy stack).
+
+What a user of the source document's architecture sees: agents run through the load
+balancer and both Passenger masters compile (apache + mod_passenger on one, Passenger
+Standalone behind nginx on the other), Passenger itself serves the Rack master
+(passenger-status), client identity comes only from verified certificates, a master
+down does not stop agents, a revoked certificate is refused, TLS below 1.2 is refused.
+"""
+
+import re
+
+import pytest
+
+SSLDIR = "/var/lib/puppet/ssl"
+REGISTRY = "PASSENGER_INSTANCE_REGISTRY_DIR=/run/passenger-instreg"
+
+
+def front(cluster, master):
+    return cluster.var(master, "puppet_master_frontend", "nginx")
+
+
+def test_agents_run_through_the_load_balancer_and_both_masters_compile(cluster):
+    agent = cluster.agents[0]
+    seen = set()
+    for _ in range(8):
+        run = cluster.agent_run(agent)
+        assert run.rc in (0, 2), run.stdout + run.stderr
+        seen.add(cluster.compiled_by(run.stdout))
+        if seen >= set(cluster.masters):
+            break
+    assert seen == set(cluster.masters), f"catalogs compiled by {seen}, expected {cluster.masters}"
+    version = cluster.host(agent).run("puppet --version").stdout.strip()
+    assert version.startswith("5."), version
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_passenger_serves_the_rack_master(cluster, index):
+    master = cluster.masters[index]
+    host = cluster.host(master)
+    status = host.run(f"{REGISTRY} passenger-status --show=pool")
+    assert status.rc == 0, status.stdout + status.stderr
+    processes = re.search(r"^Processes\s*:\s*(\d+)", status.stdout, re.M)
+    assert processes and int(processes.group(1)) >= 1, status.stdout
+    assert "/usr/share/puppet/rack/puppet-master" in status.stdout
+    if front(cluster, master) == "nginx":
+        # Passenger Standalone on the loopback port, apache not running at all.
+        assert host.socket("tcp://127.0.0.1:18140").is_listening
+        assert not host.socket("tcp://0.0.0.0:18140").is_listening
+        assert not host.service("apache2").is_running
+        assert host.service("puppet-passenger").is_running
+    else:
+        assert host.service("apache2").is_running
+
+
+def test_the_play_summary_shows_the_passenger_pools(cluster):
+    play = cluster.run_playbook("site.yml", args=("--tags", "service"))
+    assert play.returncode == 0, play.stdout[-3000:]
+    for master in cluster.masters:
+        line = re.search(rf"master: {re.escape(master)} \(([^)]*)\)", play.stdout)
+        assert line and "passenger:" in line.group(1) and "Processes" in line.group(1), play.stdout[-3000:]
+
+
+def test_forged_identity_headers_are_refused(cluster):
+    agent = cluster.agents[0]
+    forged = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={agent}"}
+    for entry in cluster.entry_points():
+        url = f"https://{entry.name}:8140/puppet/v3/node/{agent}?environment=production"
+        # No client certificate, forged headers: the front overwrites them.
+        assert cluster.https_status(agent, url, headers=forged, via=entry) == 403, entry
+        # The agent's own certificate: allowed; another node's catalog: refused.
+        assert cluster.https_status(agent, url, cert=agent, via=entry) == 200, entry
+        other = f"https://{entry.name}:8140/puppet/v3/node/{cluster.masters[0]}?environment=production"
+        assert cluster.https_status(agent, other, cert=agent, via=entry) == 403, entry
+
+
+def test_tls_below_1_2_is_refused_everywhere(cluster):
+    agent = cluster.host(cluster.agents[0])
+    for name in [cluster.ca, *cluster.masters, cluster.server_name]:
+        old = agent.run(f"echo | openssl s_client -connect {name}:8140 -tls1_1 -servername {name}")
+        assert old.rc != 0, f"{name} accepted TLS 1.1"
+        new = agent.run(f"echo | openssl s_client -connect {name}:8140 -tls1_2 -servername {name}")
+        assert new.rc == 0, f"{name} refused TLS 1.2: {new.stderr}"
+
+
+def test_agents_keep_running_with_one_master_down(cluster):
+    master = cluster.masters[0]
+    service = "apache2" if front(cluster, master) == "apache" else "nginx"
+    host = cluster.host(master)
+    host.run(f"systemctl stop {service}")
+    try:
+        for _ in range(3):
+            run = cluster.agent_run(cluster.agents[0])
+            assert run.rc in (0, 2), run.stdout + run.stderr
+            assert cluster.compiled_by(run.stdout) == cluster.masters[1]
+    finally:
+        host.run(f"systemctl start {service}")
+
+
+def test_a_revoked_certificate_is_refused_at_every_entry_point(cluster):
+    ca = cluster.host(cluster.ca)
+    agent = cluster.agents[0]
+    name = "revoked5.domain.com"
+    made = ca.run(f"puppet cert generate {name} --color=false")
+    assert made.rc == 0 or "already" in made.stderr, made.stderr
+    pem = ca.run(f"cat {SSLDIR}/certs/{name}.pem").stdout
+    key = ca.run(f"cat {SSLDIR}/private_keys/{name}.pem").stdout
+    client = cluster.host(agent)
+    client.run(f"cat > {SSLDIR}/certs/{name}.pem <<'EOF'\n{pem}EOF")
+    client.run(f"umask 077; cat > {SSLDIR}/private_keys/{name}.pem <<'EOF'\n{key}EOF")
+    url = "https://{}:8140/puppet/v3/status/x?environment=production"
+    for entry in cluster.entry_points():
+        assert cluster.https_status(agent, url.format(entry.name), cert=name, via=entry) == 200, entry
+    revoked = ca.run(f"puppet cert revoke {name} --color=false")
+    assert revoked.rc == 0, revoked.stderr
+    # The masters' CRL refresh timer (20 s in this scenario) brings the new CRL.
+    cluster.wait_until(
+        lambda: all(cluster.https_status(agent, url.format(e.name), cert=name, via=e) != 200
+                    for e in cluster.entry_points()),
+        90, f"{name} refused at every entry point after its revocation",
+    )
+    client.run(f"rm -f {SSLDIR}/certs/{name}.pem {SSLDIR}/private_keys/{name}.pem")
