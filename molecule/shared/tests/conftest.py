@@ -49,6 +49,7 @@ class Cluster:
         # Masters that only compile (in combination 1 the CA host compiles too).
         self.compile_only_masters = [m for m in self.masters if m != self.ca]
         self._hosts = {}
+        self._puppet_major = {}
 
     def host(self, name):
         if name not in self._hosts:
@@ -58,10 +59,17 @@ class Cluster:
     def var(self, host, name, default=None):
         return self.hostvars[host].get(name, default)
 
+    def lock_wait(self, agent):
+        """Options that make `puppet agent --test` wait for a daemon run holding the lock.
+        Puppet 5 (the legacy scenario, whose agents run no daemon) has none."""
+        if agent not in self._puppet_major:
+            self._puppet_major[agent] = self.host(agent).run("puppet --version").stdout.strip().split(".")[0]
+        return "" if self._puppet_major[agent] == "5" else "--waitforlock 2 --maxwaitforlock 180"
+
     def agent_run(self, agent, extra=""):
         """A real `puppet agent --test`; waits for a daemon run that holds the lock."""
         result = self.host(agent).run(
-            f"puppet agent --test --color=false --waitforlock 2 --maxwaitforlock 180 {extra}"
+            f"puppet agent --test --color=false {self.lock_wait(agent)} {extra}"
         )
         return result
 

@@ -38,7 +38,7 @@ class AgentTraffic:
             # One line per agent run: exit code (--test: 0 or 2 is a success) and the
             # master the catalog names; a failed run's output is kept.
             self._loop(agent, "runs", (
-                f"puppet agent --test --color=false --waitforlock 2 --maxwaitforlock 180 > {TRAFFIC}/out 2>&1;"
+                f"puppet agent --test --color=false {self.cluster.lock_wait(agent)} > {TRAFFIC}/out 2>&1;"
                 f" rc=$?; echo \"rc=$rc $(grep -o 'compiled by [^ ]* on [^ ]*' {TRAFFIC}/out | head -1)\""
                 f" >> {TRAFFIC}/runs.log; case $rc in 0|2) ;; *) cat {TRAFFIC}/out >> {TRAFFIC}/failed.log;; esac"))
             # Paced, not a readiness wait: a steady trickle of requests between runs.

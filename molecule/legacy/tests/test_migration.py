@@ -1,0 +1,56 @@
+"""The way off the legacy stack: playbooks/migrate.yml moves the Puppet 5 cluster to
+puppetserver masters on Debian 13 behind the same load balancer name, while the agent
+keeps running `puppet agent --test` and asking for its node in a loop. The agent keeps
+its certificate (issued by the Puppet 5 CA) and afterwards runs cleanly against the
+new masters. Runs after test_legacy.py: it retires the Passenger masters.
+"""
+
+from conftest import SSLDIR
+from test_rollout import AgentTraffic
+
+
+def fingerprint(cluster, agent):
+    return cluster.host(agent).run(
+        f"openssl x509 -noout -fingerprint -sha256 -in {SSLDIR}/certs/{agent}.pem").stdout.strip()
+
+
+def test_migration_keeps_agents_running_with_their_certificates(cluster):
+    agent = cluster.agents[0]
+    new_ca = cluster.groups["lab_new_ca"][0]
+    new_masters = cluster.groups["lab_new_masters"]
+    old_masters = list(cluster.masters)
+    before = fingerprint(cluster, agent)
+    assert before, "the agent has no certificate before the migration"
+
+    move = {cluster.ca: ("puppet_ca", "puppet_ca_legacy"), new_ca: ("lab_new_ca", "puppet_ca")}
+    move.update({m: ("puppet_masters", "puppet_masters_retired") for m in old_masters})
+    move.update({m: ("lab_new_masters", "puppet_masters") for m in new_masters})
+    with AgentTraffic(cluster) as traffic:
+        play = cluster.run_playbook("playbooks/migrate.yml", move=move,
+                                    args=("-e", f"puppet_cluster_ca_server={new_ca}"))
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
+    traffic.assert_nothing_failed(min_runs=2)
+    assert "degraded: nothing" in play.stdout
+
+    # The same certificate, now checked by the new CA's masters and CA.
+    assert fingerprint(cluster, agent) == before
+    assert cluster.agent_ca_server(agent) == new_ca
+    seen = set()
+    for _ in range(6):
+        run = cluster.agent_run(agent)
+        assert run.rc in (0, 2), run.stdout + run.stderr
+        assert "Error" not in run.stdout + run.stderr, run.stdout + run.stderr
+        seen.add(cluster.compiled_by(run.stdout))
+        if seen >= set(new_masters):
+            break
+    assert seen == set(new_masters), f"catalogs compiled by {seen}, expected the new masters {new_masters}"
+    for master in new_masters:
+        assert cluster.host(master).service("puppetserver").is_running, master
+
+    # The Passenger masters are out: stopped, and their certificates revoked by the new CA.
+    ca = cluster.host(new_ca)
+    for master in old_masters:
+        host = cluster.host(master)
+        assert not host.socket("tcp://0.0.0.0:8140").is_listening, master
+        status = ca.run(f"puppetserver ca list --certname {master}")
+        assert "Revoked" in status.stdout or "revoked" in status.stdout, status.stdout + status.stderr
