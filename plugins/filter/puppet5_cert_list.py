@@ -41,8 +41,6 @@ _value:
 
 import re
 
-from ansible.errors import AnsibleFilterError
-
 # '+ "name" (SHA256) AB:CD... (alt names: "DNS:a", "DNS:b")', '- "name" ... (certificate revoked)',
 # or two spaces for a pending request.
 LINE = re.compile(r'^(?P<mark>[+\- ]) "(?P<name>[^"]+)"\s+\((?P<digest>[A-Z0-9]+)\) (?P<fingerprint>[0-9A-F:]+)(?P<rest>.*)$')
@@ -51,6 +49,8 @@ ALT_NAMES = re.compile(r'\(alt names: (?P<names>[^)]*)\)')
 
 def puppet5_cert_list(output):
     if not isinstance(output, str):
+        # Imported here: the parser itself needs nothing of Ansible's controller.
+        from ansible.errors import AnsibleFilterError  # pylint: disable=import-outside-toplevel
         raise AnsibleFilterError("puppet5_cert_list expects the text output of 'puppet cert list --all'")
     certificates = {}
     for line in output.splitlines():

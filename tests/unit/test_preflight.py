@@ -101,7 +101,7 @@ CASES = {
     "unknown front": (dict(variables={"puppet_master_frontend": "lighttpd"}), "must be none, nginx or apache"),
     "passenger on Debian 12 or 13": (
         dict(variables={"puppet_master_app_server": "passenger"}),
-        "passenger serves only Puppet 5 masters on Debian 11",
+        "and passenger (Puppet 5) on {'Debian': ['11']}; puppet1.domain.com runs Debian 12 and asks for passenger",
     ),
     "master without the shared name": (
         dict(host_vars={"puppet1.domain.com": {"puppet_master_dns_alt_names": ["other.domain.com"]}}),

@@ -1,9 +1,5 @@
 """The parser of Puppet 5's `puppet cert list --all` (legacy CA on Debian 11)."""
 
-import pytest
-
-from ansible.errors import AnsibleFilterError
-
 from ansible_collections.marionette.puppet_cluster.plugins.filter.puppet5_cert_list import puppet5_cert_list
 
 # Captured from Puppet 5.5.22 on Debian 11 (names padded to one column by puppet).
@@ -33,8 +29,3 @@ def test_warnings_and_blank_lines_are_ignored():
 
 def test_empty_output_means_no_certificates():
     assert puppet5_cert_list("") == {}
-
-
-def test_refuses_a_non_string():
-    with pytest.raises(AnsibleFilterError):
-        puppet5_cert_list(["not", "text"])
