@@ -117,6 +117,13 @@ class Cluster:
         master, by the name its certificate is valid for."""
         return [Entry(self.server_name, self.server_name)] + [Entry(self.tls_name(m), m) for m in self.masters]
 
+    def assert_runs_avoid(self, down, runs=3):
+        """Agent runs succeed, and no catalog comes from the stopped master `down`."""
+        for _attempt in range(runs):
+            run = self.agent_run(self.agents[0])
+            assert run.rc in (0, 2), run.stdout + run.stderr
+            assert self.compiled_by(run.stdout) != down
+
     def wait_until(self, predicate, timeout, what):
         """Poll real state until predicate() holds; fail with `what` after timeout seconds."""
         deadline = time.monotonic() + timeout
