@@ -22,7 +22,7 @@ def front(cluster, master):
 def test_agents_run_through_the_load_balancer_and_both_masters_compile(cluster):
     agent = cluster.agents[0]
     seen = set()
-    for _ in range(8):
+    for _attempt in range(8):
         run = cluster.agent_run(agent)
         assert run.rc in (0, 2), run.stdout + run.stderr
         seen.add(cluster.compiled_by(run.stdout))

@@ -36,7 +36,7 @@ def test_migration_keeps_agents_running_with_their_certificates(cluster):
     assert fingerprint(cluster, agent) == before
     assert cluster.agent_ca_server(agent) == new_ca
     seen = set()
-    for _ in range(6):
+    for _attempt in range(6):
         run = cluster.agent_run(agent)
         assert run.rc in (0, 2), run.stdout + run.stderr
         assert "Error" not in run.stdout + run.stderr, run.stdout + run.stderr
