@@ -1,8 +1,9 @@
 """Load measurements and fault drills on the combination 4 lab (docs/load.md).
 
 Called by bench/run:
-  load [--block NAME ...] [--users N] [--duration S] [--warmup S] [--plot-only]
-  drill master-down|ca-down|revoke-under-load [--users N] [--master puppet1|puppet2]
+  load [--block NAME ...] [--lab combo4|legacy] [--environment production|bench]
+       [--users N] [--duration S] [--warmup S] [--plot-only]
+  drill master-down|ca-down|revoke-under-load|lb-restart [--users N] [--master puppet1|puppet2]
 
 Every block that loads the lab heavily or changes its state runs as its own
 `flock /tmp/lab.lock` invocation of this script (`_locked <block>`), restores what it
@@ -22,8 +23,11 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import http.client
+import io
+import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
@@ -37,15 +41,57 @@ LOCUSTFILE = os.path.join(HERE, "locustfile.py")
 FACTS = os.path.join(HERE, "facts.json")
 
 DOMAIN = "domain.com"
-CA = f"puppetca.{DOMAIN}"
-LB = f"puppetlb.{DOMAIN}"
-SHARED_NAME = f"puppet.{DOMAIN}"
-MASTERS = {"puppet1": f"puppet1.{DOMAIN}", "puppet2": f"puppet2.{DOMAIN}"}
-# Each master's TLS front (combination 4 lab: molecule/combo4/molecule.yml).
-FRONT_SERVICE = {"puppet1": "nginx", "puppet2": "apache2"}
-FRONT_LABEL = {"puppet1": "nginx front", "puppet2": "apache front"}
+# The labs the driver knows: Molecule's combination 4 (puppetserver 8.7 on Debian 13) and the
+# legacy scenario (Puppet 5.5 under Passenger on Debian 11), each before any migration.
+# `--lab` picks one; use_lab() binds these names for the rest of the script.
+LABS = {
+    "combo4": {
+        "CA": f"puppetca.{DOMAIN}", "LB": f"puppetlb.{DOMAIN}", "SHARED_NAME": f"puppet.{DOMAIN}",
+        "AGENT": f"agent1.{DOMAIN}",
+        "MASTERS": {"puppet1": f"puppet1.{DOMAIN}", "puppet2": f"puppet2.{DOMAIN}"},
+        # Each master's TLS front (molecule/combo4/molecule.yml) and the units that serve it.
+        "FRONT_SERVICE": {"puppet1": "nginx", "puppet2": "apache2"},
+        "FRONT_LABEL": {"puppet1": "nginx front", "puppet2": "apache front"},
+        "MASTER_UNITS": {"puppet1": ("puppetserver", "nginx"), "puppet2": ("puppetserver", "apache2")},
+        "CA_UNIT": "puppetserver",
+        "CA_CERT_PATH": "/etc/puppet/puppetserver/ca/ca_crt.pem",
+        "CA_GENERATE": ["puppetserver", "ca", "generate", "--certname"],
+        "STATUS_PATH": "/status/v1/simple", "STATUS_BODY": b"running",
+        "CODEDIR": "/etc/puppet/code",
+    },
+    "legacy": {
+        "CA": f"ca5.{DOMAIN}", "LB": f"lb5.{DOMAIN}", "SHARED_NAME": f"puppet5.{DOMAIN}",
+        "AGENT": f"agent5.{DOMAIN}",
+        "MASTERS": {"master5a": f"master5a.{DOMAIN}", "master5b": f"master5b.{DOMAIN}"},
+        "FRONT_SERVICE": {"master5a": "apache2", "master5b": "nginx"},
+        "FRONT_LABEL": {"master5a": "Puppet 5.5, apache + mod_passenger",
+                        "master5b": "Puppet 5.5, nginx + Passenger Standalone"},
+        "MASTER_UNITS": {"master5a": ("apache2",), "master5b": ("puppet-passenger", "nginx")},
+        "CA_UNIT": "apache2",
+        "CA_CERT_PATH": "/var/lib/puppet/ssl/ca/ca_crt.pem",
+        # Puppet 5's Ruby CA: one name per call (its CLI takes several, but a failure
+        # half-way would leave the batch unclear).
+        "CA_GENERATE": ["puppet", "cert", "generate"],
+        # The Rack master has no /status/v1; Debian's config.ru wants an environment.
+        "STATUS_PATH": "/puppet/v3/status/ready?environment=production", "STATUS_BODY": b'"is_alive":true',
+        "CODEDIR": "/etc/puppet/code",
+    },
+}
+LAB = "combo4"
+# Bound by use_lab() from LABS (spelled out here so that readers and linters see them).
+CA = LB = SHARED_NAME = AGENT = CA_UNIT = CA_CERT_PATH = STATUS_PATH = CODEDIR = ""
+STATUS_BODY = b""
+MASTERS, FRONT_SERVICE, FRONT_LABEL, MASTER_UNITS, CA_GENERATE = {}, {}, {}, {}, []
+
+
+def use_lab(name):
+    global LAB
+    LAB = name
+    globals().update(LABS[name])
+
+
+use_lab("combo4")
 SSLDIR = "/var/lib/puppet/ssl"
-CA_CERT_PATH = "/etc/puppet/puppetserver/ca/ca_crt.pem"
 PORT = 8140
 N_CERTS = 16
 LOCK_BUDGET_S = 360
@@ -155,9 +201,8 @@ def wait_quiet(timeout):
 def service_stamps():
     """When each lab service last (re)started: a change during a run means it was disturbed."""
     stamps = {}
-    for host, units in ((MASTERS["puppet1"], ("puppetserver", "nginx")),
-                        (MASTERS["puppet2"], ("puppetserver", "apache2")),
-                        (LB, ("nginx",)), (CA, ("puppetserver",))):
+    for host, units in ([(MASTERS[k], MASTER_UNITS[k]) for k in MASTERS]
+                        + [(LB, ("nginx",)), (CA, (CA_UNIT,))]):
         for unit in units:
             out = dexec(host, "systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", unit, check=False)
             stamps[f"{host}:{unit}"] = out.stdout.decode().strip()
@@ -191,8 +236,9 @@ def https_request(addr, name, method, path, certname=None, body=None, headers=No
 
 
 def status_ok(addr, name, certname):
-    status, body = https_request(addr, name, "GET", "/status/v1/simple", certname=certname, timeout=5)
-    return status == 200 and body.strip() == b"running"
+    """The lab's readiness endpoint answers through this entry point (STATUS_PATH)."""
+    status, body = https_request(addr, name, "GET", STATUS_PATH, certname=certname, timeout=5)
+    return status == 200 and STATUS_BODY in body
 
 
 def port_closed(addr):
@@ -231,7 +277,11 @@ def ensure_certs(names):
         to_generate = [n for n in missing if f"{n}.pem" not in on_ca]
         if to_generate:
             log(f"generating {len(to_generate)} client certificates on the CA")
-            dexec(CA, "puppetserver", "ca", "generate", "--certname", ",".join(to_generate))
+            if CA_GENERATE[0] == "puppetserver":
+                dexec(CA, *CA_GENERATE, ",".join(to_generate))
+            else:
+                for n in to_generate:
+                    dexec(CA, *CA_GENERATE, n)
         for n in missing:
             cert = dexec(CA, "cat", f"{SSLDIR}/certs/{n}.pem").stdout
             key = dexec(CA, "cat", f"{SSLDIR}/private_keys/{n}.pem").stdout
@@ -249,19 +299,104 @@ def ensure_certs(names):
 
 def entry_points():
     """name -> (address, TLS name) of every way into the masters."""
-    return {
-        "puppet1": (ip_of(MASTERS["puppet1"]), MASTERS["puppet1"]),
-        "puppet2": (ip_of(MASTERS["puppet2"]), MASTERS["puppet2"]),
-        "lb": (ip_of(LB), SHARED_NAME),
-    }
+    eps = {key: (ip_of(host), host) for key, host in MASTERS.items()}
+    eps["lb"] = (ip_of(LB), SHARED_NAME)
+    return eps
 
 
 def wait_masters_ready(certname, timeout=240):
     eps = entry_points()
-    for key in ("puppet1", "puppet2"):
+    for key in MASTERS:
         addr, name = eps[key]
-        wait_for(f"{name} /status/v1/simple through its front",
+        wait_for(f"{name} {STATUS_PATH} through its front",
                  lambda a=addr, n=name: status_ok(a, n, certname), timeout)
+
+
+# ---------------------------------------------------------------- the code the masters compile
+
+# `--environment bench`: code shaped like a real control repository rather than the lab's
+# two resources (the architecture brief's hand measurements used a 300-resource catalog):
+# BENCH_MODULES modules, each a parameterised class that declares BENCH_FILES_PER_MODULE files
+# from an EPP template, all included by site.pp: 301 resources, and 30 manifests and 30
+# templates that a master without environment caching parses again for every request. The
+# notify names the compiling master as the lab's own code does (molecule/shared/code), which
+# the locustfile checks. Written for Puppet 5.5 and 8 alike.
+BENCH_MODULES = 30
+BENCH_FILES_PER_MODULE = 10
+BENCH_SITE = r"""# Written by bench/load/driver.py for the duration of a measurement, then removed.
+node default {
+  $compiled_on = regsubst(generate('/bin/cat', '/etc/hostname'), '\s+$', '')
+  notify { 'puppet-cluster-proof':
+    message => "compiled by ${server_facts['servername']} on ${compiled_on}",
+  }
+  file { '/var/tmp/puppet-bench':
+    ensure => directory,
+  }
+%s}
+"""
+BENCH_CLASS = r"""# A bench module: %(files)d files from a template, as a typical profile would.
+class bench_%(n)02d (
+  String $owner = 'root',
+  Integer $copies = %(files)d,
+) {
+  Integer[1, $copies].each |$i| {
+    file { "/var/tmp/puppet-bench/m%(n)02d-${i}.conf":
+      ensure  => file,
+      owner   => $owner,
+      mode    => '0644',
+      content => epp('bench_%(n)02d/settings.epp', {'index' => $i, 'node' => $trusted['certname']}),
+      require => File['/var/tmp/puppet-bench'],
+    }
+  }
+}
+"""
+BENCH_TEMPLATE = """<%%- | Integer $index, String $node | -%%>
+# bench module %(n)02d, file <%%= $index %%> of %(files)d, for <%%= $node %%>
+<%% [1, 2, 3].each |$k| { -%%>
+setting_<%%= $k %%> = <%%= $index * $k %%>
+<%% } -%%>
+"""
+
+
+def bench_env_files():
+    """path inside the environment -> content."""
+    includes = "".join(f"  include bench_{n:02d}\n" for n in range(1, BENCH_MODULES + 1))
+    files = {"manifests/site.pp": BENCH_SITE % includes}
+    for n in range(1, BENCH_MODULES + 1):
+        files[f"modules/bench_{n:02d}/manifests/init.pp"] = BENCH_CLASS % {"n": n, "files": BENCH_FILES_PER_MODULE}
+        files[f"modules/bench_{n:02d}/templates/settings.epp"] = BENCH_TEMPLATE % {"n": n, "files": BENCH_FILES_PER_MODULE}
+    return files
+
+
+CODE = {"environment": "production"}
+
+
+def bench_env_dir():
+    return f"{CODEDIR}/environments/bench"
+
+
+def install_bench_env():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, content in bench_env_files().items():
+            data = content.encode()
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    for host in MASTERS.values():
+        docker("exec", "-i", host, "sh", "-c",
+               f"rm -rf {bench_env_dir()} && mkdir -p {bench_env_dir()} && tar -x -C {bench_env_dir()} --no-same-owner",
+               input_bytes=buf.getvalue())
+    if LAB == "combo4":
+        # New code under environment_timeout = unlimited: flush the cache as the play's code
+        # deployment does (reload puppetserver), or a previous version of this code is served.
+        for host in MASTERS.values():
+            dexec(host, "systemctl", "reload", "puppetserver")
+
+
+def remove_bench_env():
+    for host in MASTERS.values():
+        dexec(host, "rm", "-rf", bench_env_dir(), check=False)
 
 
 # ---------------------------------------------------------------- Locust
@@ -271,6 +406,7 @@ def run_locust(outdir, tag, entry, users, duration, certnames, reqlog=True, back
     env = dict(os.environ,
                BENCH_ADDR=addr, BENCH_TLS_NAME=name, BENCH_PORT=str(PORT), BENCH_CERTDIR=CERTDIR,
                BENCH_CERTNAMES=",".join(certnames), BENCH_FACTS=FACTS, BENCH_TAG=tag,
+               BENCH_ENVIRONMENT=CODE["environment"],
                BENCH_REQLOG=os.path.join(outdir, f"{tag}-requests.csv") if reqlog else "")
     cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--only-summary",
            "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "60",
@@ -344,7 +480,7 @@ def read_disturbed(outdir, tag):
 
 
 def warm_up(outdir, eps, users, seconds, certnames):
-    for key in ("puppet1", "puppet2"):
+    for key in MASTERS:
         log(f"warming up {key} ({seconds}s, {users} users)")
         run_locust(outdir, f"warmup-{key}", eps[key], users, seconds, certnames)
 
@@ -387,7 +523,7 @@ def set_cpuset(host, cpus):
 
 def lab_state():
     """The services a block or drill may stop, and the masters' CPU sets."""
-    units = {(MASTERS[k], FRONT_SERVICE[k]) for k in MASTERS} | {(CA, "puppetserver")}
+    units = {(MASTERS[k], unit) for k in MASTERS for unit in MASTER_UNITS[k]} | {(CA, CA_UNIT)}
     return {"active": {u: service_active(*u) for u in units}, "cpusets": cpusets()}
 
 
@@ -463,9 +599,9 @@ def block_entry(args, outdir, certnames):
     eps = entry_points()
     warm_up(outdir, eps, args.users, args.warmup, certnames)
     return measure_rounds(args, outdir, certnames, [
-        ("puppet1", "puppet1 direct (nginx front)", eps["puppet1"], 1, None, None),
-        ("puppet2", "puppet2 direct (apache front)", eps["puppet2"], 1, None, None),
-        ("lb", "LB, two masters", eps["lb"], 2, None, None),
+        *[(key, f"{key} direct ({FRONT_LABEL[key]})", eps[key], 1, None, None) for key in MASTERS],
+        ("lb", f"LB, two masters{' (Puppet 5.5 under Passenger)' if LAB == 'legacy' else ''}", eps["lb"], 2,
+         None, None),
     ])
 
 
@@ -517,7 +653,7 @@ def block_pinned(args, outdir, certnames):
 
 BACKEND_SCRIPT = r"""
 import http.client, json, socket, ssl, sys, threading, time, urllib.parse, uuid
-mode, certname, users, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+mode, certname, users, seconds, env = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 ssldir = "/var/lib/puppet/ssl"
 facts = json.load(sys.stdin)
 ctx = ssl.create_default_context(cafile=f"{ssldir}/certs/ca.pem")
@@ -537,13 +673,13 @@ lat, errors, lock = [], [0], threading.Lock()
 def worker(stop_at):
     c = None
     while time.time() < stop_at:
-        body = urllib.parse.urlencode({"environment": "production", "facts_format": "application/json",
+        body = urllib.parse.urlencode({"environment": env, "facts_format": "application/json",
             "facts": urllib.parse.quote(json.dumps({"name": certname, "values": facts}), safe=""),
             "transaction_uuid": str(uuid.uuid4()), "static_catalog": "true", "checksum_type": "sha256"})
         t0 = time.time()
         try:
             c = c or conn()
-            c.request("POST", f"/puppet/v3/catalog/{certname}?environment=production", body=body, headers=hdrs)
+            c.request("POST", f"/puppet/v3/catalog/{certname}?environment={env}", body=body, headers=hdrs)
             r = c.getresponse(); data = r.read()
             ok = r.status == 200 and json.loads(data).get("name") == certname
         except Exception:
@@ -562,6 +698,14 @@ print(json.dumps({"catalogs": len(lat), "catalogs_per_s": len(lat) / elapsed, "c
 """
 
 
+def inside_catalogs(host, mode, users, seconds):
+    """BACKEND_SCRIPT inside a master: catalog POSTs on persistent connections, through the
+    front ("front") or to puppetserver's plain port ("backend"); returns its figures."""
+    out = docker("exec", "-i", host, "python3", "-c", BACKEND_SCRIPT, mode, host, str(users), str(seconds),
+                 CODE["environment"], input_bytes=open(FACTS, "rb").read()).stdout.decode()
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def block_backend(args, outdir, certnames):
     """Inside puppet1: catalogs from puppetserver's plain loopback port vs through the nginx front.
 
@@ -570,16 +714,13 @@ def block_backend(args, outdir, certnames):
     same container, same users: only the front differs.
     """
     host = MASTERS["puppet1"]
-    facts = open(FACTS, "rb").read()
     results = []
     for mode in ("warmup", "front", "backend", "front2"):
         seconds = args.warmup if mode == "warmup" else args.duration
         real_mode = "front" if mode in ("warmup", "front2") else mode
         log(f"inside {host}: {mode} ({seconds}s, {args.users} threads)")
         before, busy = service_stamps(), lab_busy()
-        out = docker("exec", "-i", host, "python3", "-c", BACKEND_SCRIPT, real_mode, host,
-                     str(args.users), str(seconds), input_bytes=facts).stdout.decode()
-        res = json.loads(out.strip().splitlines()[-1])
+        res = inside_catalogs(host, real_mode, args.users, seconds)
         after = service_stamps()
         busy += lab_busy()
         res["disturbed"] = sorted({f"{k} restarted" for k in before if before[k] != after.get(k)}
@@ -596,7 +737,92 @@ def block_backend(args, outdir, certnames):
     return results
 
 
-BLOCKS = {"entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned, "backend": block_backend}
+TUNING_FILES = ("/etc/puppet/puppet.conf", "/etc/puppet/puppetserver/conf.d/puppetserver.conf",
+                "/etc/default/puppetserver")
+TUNING_SAVE = "/root/bench-tuning-saved"
+# Debian's stock settings, on the master's files the role wrote: no environment_timeout (Puppet's
+# default, 0: every compile loads the environment again), max-active-instances commented out
+# (puppetserver's default: CPUs - 1, at least 1, so 1 on 2 cores) and /etc/default/puppetserver
+# as the package ships it, taken from the package itself.
+STOCK_SCRIPT = r"""set -eu
+mkdir -p {save}
+cp -a {files} {save}/
+puppet config delete --section server environment_timeout >/dev/null
+! grep -q environment_timeout /etc/puppet/puppet.conf
+sed -i -E 's/^(\s*)max-active-instances:/\1# max-active-instances:/' /etc/puppet/puppetserver/conf.d/puppetserver.conf
+tmp=$(mktemp -d)
+cd "$tmp"
+apt-get download -q=2 puppetserver 2>/dev/null
+dpkg-deb --fsys-tarfile puppetserver_*.deb | tar -xO ./etc/default/puppetserver > /etc/default/puppetserver
+rm -rf "$tmp"
+grep -E '^JAVA_ARGS' /etc/default/puppetserver
+""".format(save=TUNING_SAVE, files=" ".join(TUNING_FILES))
+RESTORE_SCRIPT = "set -eu; " + "; ".join(
+    f"cp -a {TUNING_SAVE}/{os.path.basename(f)} {f}" for f in TUNING_FILES) + f"; rm -rf {TUNING_SAVE}"
+
+
+def restart_puppetserver(key, certname):
+    host = MASTERS[key]
+    log(f"restarting puppetserver on {host}")
+    service(host, "puppetserver", "restart")
+    addr = ip_of(host)
+    wait_for(f"{host} ready through its front", lambda: status_ok(addr, host, certname), 300)
+
+
+def block_tuning(args, outdir, certnames):
+    """The collection's master settings vs Debian's stock puppetserver, on puppet1 (nginx
+    front) direct: tuned, stock, tuned again (each after its own warm-up), so that drift in
+    what else runs on the machine shows as a difference between the two tuned rounds."""
+    key, host = "puppet1", MASTERS["puppet1"]
+    entry = entry_points()[key]
+    tags = {"tuned": [], "stock": []}
+    try:
+        for rnd, mode in enumerate(("tuned", "stock", "tuned"), start=1):
+            if mode == "stock":
+                out = dexec(host, "sh", "-c", STOCK_SCRIPT).stdout.decode().strip()
+                log(f"{host}: Debian's stock settings ({out})")
+                restart_puppetserver(key, certnames[0])
+            elif rnd == 3:
+                log(f"{host}: the collection's settings again")
+                dexec(host, "sh", "-c", RESTORE_SCRIPT)
+                restart_puppetserver(key, certnames[0])
+            log(f"round {rnd}: {mode}: warm-up {args.warmup}s, then {args.duration}s"
+                f"{' (catalogs only, inside the master)' if args.catalogs_only else ''}")
+            tag = f"m-{mode}-r{rnd}"
+            if args.catalogs_only:
+                inside_catalogs(host, "front", args.users, args.warmup)
+                tags[mode].append(inside_catalogs(host, "front", args.users, args.duration))
+                continue
+            run_locust(outdir, f"warmup-{mode}-r{rnd}", entry, args.users, args.warmup, certnames)
+            run_locust(outdir, tag, entry, args.users, args.duration, certnames)
+            tags[mode].append(tag)
+    finally:
+        if dexec(host, "test", "-d", TUNING_SAVE, check=False).returncode == 0:
+            log(f"{host}: restoring the collection's settings")
+            dexec(host, "sh", "-c", RESTORE_SCRIPT)
+            restart_puppetserver(key, certnames[0])
+    settings = dexec(host, "sh", "-c", "grep -E '^environment_timeout' /etc/puppet/puppet.conf; "
+                     "grep -E '^\\s*max-active-instances' /etc/puppet/puppetserver/conf.d/puppetserver.conf; "
+                     "grep -E '^JAVA_ARGS' /etc/default/puppetserver").stdout.decode().strip()
+    if args.catalogs_only:
+        # The architecture brief's way: catalog requests only, persistent connections.
+        def merged(label, runs):
+            n = sum(r["catalogs"] for r in runs)
+            return {"label": label, "masters": 1, "catalogs": n, "requests": n + sum(r["errors"] for r in runs),
+                    "catalogs_per_s": sum(r["catalogs_per_s"] for r in runs) / len(runs),
+                    "round_catalogs_per_s": [round(r["catalogs_per_s"], 1) for r in runs],
+                    "catalog_p50_ms": sum(r["catalog_p50_ms"] for r in runs) / len(runs),
+                    "catalog_p95_ms": max(r["catalog_p95_ms"] for r in runs),
+                    "errors": sum(r["errors"] for r in runs), "disturbed": []}
+        return [merged("inside puppet1, catalogs only, the collection's settings (two rounds)", tags["tuned"])
+                | {"settings": settings},
+                merged("inside puppet1, catalogs only, Debian's stock settings", tags["stock"])]
+    return [summarize_rounds(outdir, "puppet1 direct, the collection's settings (two rounds)", tags["tuned"], 1)
+            | {"settings": settings},
+            summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)]
+
+
+BLOCKS = {"tuning": block_tuning, "entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned, "backend": block_backend}
 
 
 # ---------------------------------------------------------------- drills
@@ -842,7 +1068,109 @@ def drill_revoke(args, outdir, certnames):
     return [res]
 
 
-DRILLS = {"master-down": drill_master_down, "ca-down": drill_ca_down, "revoke-under-load": drill_revoke}
+def agent_runs_loop(server_list, runs, stop):
+    """Real `puppet agent --test` runs on the lab's agent, back to back, with a server_list;
+    records for each run when it started and ended, its exit code, the server it used (the
+    agent prints "Requesting catalog from <server>:<port>") and the master that compiled."""
+    while not stop.is_set():
+        t0 = time.time()
+        res = docker("exec", AGENT, "puppet", "agent", "--test", "--color=false", "--server_list", server_list,
+                     "--waitforlock", "1", "--maxwaitforlock", "120", check=False)
+        out = (res.stdout + res.stderr).decode(errors="replace")
+        server = re.search(r"Requesting catalog from ([^:\s]+):", out)
+        compiled = re.search(r"compiled by \S+ on (\S+)", out)
+        errors = [line for line in out.splitlines() if line.startswith("Error")]
+        runs.append({"start": t0, "end": time.time(), "rc": res.returncode,
+                     "ok": res.returncode in (0, 2) and not errors,
+                     "server": server.group(1) if server else "", "compiled_on": compiled.group(1) if compiled else "",
+                     "errors": errors[:3]})
+
+
+def drill_lb_restart(args, outdir, certnames):
+    """Stop the LB (as an upgrade or a reboot would), then start it again, then restart it at
+    once: a real agent whose server_list names the LB first and then each master keeps
+    running; Locust's agents, which know only the LB, show what agents without it see."""
+    eps = entry_points()
+    warm_up(outdir, eps, args.users, args.warmup, certnames)
+    masters = set(MASTERS.values())
+    server_list = ",".join(f"{h}:{PORT}" for h in [SHARED_NAME, *MASTERS.values()])
+    runs, stop, events = [], threading.Event(), {}
+    lb_addr = eps["lb"][0]
+
+    def ok_runs(after, servers):
+        return [r for r in runs if r["start"] > after and r["ok"] and r["server"] in servers]
+
+    loop = threading.Thread(target=agent_runs_loop, args=(server_list, runs, stop), daemon=True)
+    loop.start()
+    # Locust ends when the drill does (terminated below); its per-request log is complete.
+    proc = run_locust(outdir, "drill", eps["lb"], args.users, 900, certnames, background=True)
+    try:
+        wait_for("2 agent runs through the LB", lambda: len(ok_runs(0, {SHARED_NAME})) >= 2, 180)
+        events["stop"] = time.time()
+        log("stopping the LB (nginx on the LB host)")
+        service(LB, "nginx", "stop")
+        wait_for("the LB's port closed", lambda: port_closed(lb_addr), 60)
+        events["stopped"] = time.time()
+        wait_for("5 agent runs served by a master directly while the LB is down",
+                 lambda: len(ok_runs(events["stopped"], masters)) >= 5, 240)
+        events["restore"] = time.time()
+    finally:
+        GUARD["on"] = False
+        if not service_active(LB, "nginx"):
+            log("starting the LB again")
+            service(LB, "nginx", "start")
+        wait_for("the LB ready", lambda: status_ok(lb_addr, SHARED_NAME, certnames[0]), 120)
+        events["ready"] = time.time()
+    wait_for("2 agent runs through the LB again", lambda: len(ok_runs(events["ready"], {SHARED_NAME})) >= 2, 180)
+    events["restart"] = time.time()
+    log("restarting the LB (systemctl restart nginx)")
+    service(LB, "nginx", "restart")
+    wait_for("the LB ready after its restart", lambda: status_ok(lb_addr, SHARED_NAME, certnames[0]), 120)
+    events["restarted"] = time.time()
+    wait_for("2 agent runs after the restart", lambda: len(ok_runs(events["restarted"], {SHARED_NAME} | masters)) >= 2,
+             180)
+    events["end"] = time.time()
+    stop.set()
+    loop.join()
+    proc.terminate()
+    proc.wait()
+    with open(os.path.join(outdir, "agent-runs.json"), "w") as fh:
+        json.dump(runs, fh, indent=1)
+    res = summarize(outdir, "drill")
+    rows = read_reqlog(os.path.join(outdir, "drill-requests.csv"))
+
+    def phase(a, b):
+        """Real agent runs that started in [a, b), and those in flight at a."""
+        started = [r for r in runs if a <= r["start"] < b]
+        return {"runs": len(started), "failed": sum(1 for r in started if not r["ok"]),
+                "by_server": {srv: sum(1 for r in started if r["server"] == srv) for srv in
+                              sorted({r["server"] for r in started})}}
+
+    spanning = [r for r in runs if any(r["start"] < events[e] < r["end"] for e in ("stop", "restart"))]
+    lb_only_failed = [r for r in rows if r["error"] and events["stop"] <= float(r["t_end"]) <= events["ready"]]
+    # Runs wholly inside the outage: each must have been served by a master directly.
+    inside = [r for r in runs if r["start"] >= events["stopped"] and r["end"] <= events["restore"]]
+    res.update(
+        drill="lb-restart", server_list=server_list, events=events,
+        agent_runs={"before": phase(0, events["stop"]), "stopping": phase(events["stop"], events["stopped"]),
+                    "lb_down": phase(events["stopped"], events["restore"]),
+                    "starting": phase(events["restore"], events["ready"]),
+                    "after": phase(events["ready"], events["restart"]),
+                    "around_restart": phase(events["restart"], float("inf"))},
+        agent_runs_spanning_a_stop=[{k: r[k] for k in ("rc", "server", "errors")} for r in spanning],
+        lb_down_s=round(events["ready"] - events["stop"], 1),
+        agent_runs_inside_the_outage={srv: sum(1 for r in inside if r["server"] == srv)
+                                      for srv in sorted({r["server"] for r in inside})},
+        lb_only_agents_failed_requests_while_down=len(lb_only_failed),
+        lb_only_agents_failed_catalogs_while_down=sum(1 for r in lb_only_failed if r["name"] == "catalog"),
+        lb_only_agents_failed_requests=res["errors"])
+    started_clean = [r for r in runs if r not in spanning]
+    res["pass"] = (all(r["ok"] for r in started_clean)
+                   and len(inside) >= 3 and all(r["ok"] and r["server"] in masters for r in inside))
+    return [res]
+
+
+DRILLS = {"lb-restart": drill_lb_restart, "master-down": drill_master_down, "ca-down": drill_ca_down, "revoke-under-load": drill_revoke}
 
 
 # ---------------------------------------------------------------- reporting
@@ -861,10 +1189,15 @@ def print_table(results):
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
 
 
-def latest(block):
-    cands = sorted(d for d in os.listdir(RESULTS) if d.endswith(f"-{block}")
-                   and os.path.exists(os.path.join(RESULTS, d, "summary.json")))
-    return os.path.join(RESULTS, cands[-1]) if cands else None
+def latest(block, lab="combo4", environment="production"):
+    """The newest result directory of a block on a lab with an environment's code."""
+    for d in sorted(os.listdir(RESULTS), reverse=True):
+        path = os.path.join(RESULTS, d, "summary.json")
+        if d.endswith(f"-{block}") and os.path.exists(path):
+            meta = json.load(open(path))
+            if (meta.get("lab", "combo4"), meta.get("environment", "production")) == (lab, environment):
+                return os.path.join(RESULTS, d)
+    return None
 
 
 def plot_all(use=None):
@@ -877,7 +1210,11 @@ def plot_all(use=None):
     chosen = {}
     for d in use or []:  # result directories picked by hand, e.g. the least disturbed run
         d = os.path.join(RESULTS, os.path.basename(d.rstrip("/")))
-        chosen[json.load(open(os.path.join(d, "summary.json")))["name"]] = d
+        meta = json.load(open(os.path.join(d, "summary.json")))
+        if meta.get("environment", "production") == "bench":
+            chosen[f"{meta.get('lab', 'combo4')}:{meta['name']}:bench"] = d
+        elif meta.get("lab", "combo4") == "combo4":
+            chosen[meta["name"]] = d
     for block in ("entry", "lb-one", "pinned", "backend"):
         d = chosen.get(block) or latest(block)
         if d:
@@ -895,6 +1232,7 @@ def plot_all(use=None):
         fig.tight_layout()
         fig.savefig(os.path.join(IMGDIR, "load-throughput.png"), dpi=100)
         log(f"wrote {os.path.join(IMGDIR, 'load-throughput.png')}")
+    plot_bench_env(plt, chosen)
     d = chosen.get("master-down") or latest("master-down")
     if d:
         summary = json.load(open(os.path.join(d, "summary.json")))["results"][0]
@@ -920,12 +1258,42 @@ def plot_all(use=None):
         log(f"wrote {os.path.join(IMGDIR, 'load-master-down.png')}")
 
 
+def plot_bench_env(plt, chosen):
+    """The 300-resource catalog: puppetserver tuned and stock, per front and through the LB,
+    next to Puppet 5.5 under Passenger (the legacy lab) on the same machine."""
+    rows = []
+    for block, lab, prefix in (("tuning", "combo4", "puppetserver 8.7: "), ("entry", "combo4", "puppetserver 8.7: "),
+                               ("entry", "legacy", "")):
+        d = chosen.get(f"{lab}:{block}:bench") or latest(block, lab, "bench")
+        if d:
+            rows += [dict(r, label=prefix + r["label"]) for r in json.load(open(os.path.join(d, "summary.json")))["results"]]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
+    labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
+    vals = [r["catalogs_per_s"] for r in rows]
+    colors = ["#55a868" if "Puppet 5" in r["label"] else "#c44e52" if "stock" in r["label"] else
+              "#dd8452" if r.get("masters", 1) == 2 else "#4c72b0" for r in rows]
+    ax.barh(labels, vals, color=colors)
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:.1f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("whole agent runs (catalogs) per second, 302-resource catalog from 30 modules")
+    ax.set_title("puppetserver (tuned, stock) vs Puppet 5.5 under Passenger\n(2 cores shared with the load generator)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMGDIR, "load-bench-env.png"), dpi=100)
+    log(f"wrote {os.path.join(IMGDIR, 'load-bench-env.png')}")
+
+
 # ---------------------------------------------------------------- main
 
 # Blocks and drills that stop services or pin CPUs: never started while a converge or a test
 # drives the lab (it could fail because of them), only measured "disturbed" ones may be.
-CHANGES_STATE = {("load", "lb-one"), ("drill", "master-down"), ("drill", "ca-down"),
-                 ("drill", "revoke-under-load")}
+CHANGES_STATE = {("load", "lb-one"), ("load", "tuning"), ("drill", "master-down"), ("drill", "ca-down"),
+                 ("drill", "revoke-under-load"), ("drill", "lb-restart")}
+# What runs on the legacy lab: its masters have no puppetserver (no tuning, no plain port) and
+# the drills are written against combination 4's services.
+LEGACY_BLOCKS = {("load", "entry")}
 
 
 def locked(argv):
@@ -942,6 +1310,11 @@ def locked(argv):
 def run_unit(kind, name, args):
     """Inside the lock: one block or drill, with a time budget check, results saved."""
     start = time.monotonic()
+    use_lab(args.lab)
+    CODE["environment"] = args.environment
+    if LAB != "combo4" and (kind, name) not in LEGACY_BLOCKS:
+        log(f"{kind} {name} is written for the combo4 lab; on {LAB} only: {sorted(LEGACY_BLOCKS)}")
+        return 2
     wait_lab_present()
     if lab_busy():
         if (kind, name) in CHANGES_STATE:
@@ -951,11 +1324,14 @@ def run_unit(kind, name, args):
     certnames = load_certnames(args.users if args.users > N_CERTS else N_CERTS)
     ensure_certs(certnames)
     wait_masters_ready(certnames[0])
-    outdir = new_outdir(name)
+    outdir = new_outdir(name if LAB == "combo4" else f"{LAB}-{name}")
     func = BLOCKS[name] if kind == "load" else DRILLS[name]
     GUARD["on"] = (kind, name) in CHANGES_STATE
     initial = lab_state()
     try:
+        if CODE["environment"] == "bench":
+            install_bench_env()
+            wait_masters_ready(certnames[0])
         results = func(args, outdir, certnames)
     except LabInUse as exc:
         GUARD["on"] = False
@@ -969,11 +1345,13 @@ def run_unit(kind, name, args):
     finally:
         GUARD["on"] = False
         restore_lab(initial, certnames[0])
+        if CODE["environment"] == "bench":
+            remove_bench_env()
     for r in results:
         r.setdefault("users", args.users)
         r.setdefault("duration_s", args.duration)
     elapsed = time.monotonic() - start
-    meta = {"kind": kind, "name": name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    meta = {"kind": kind, "name": name, "lab": LAB, "environment": CODE["environment"], "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "users": args.users, "duration_s": args.duration, "warmup_s": args.warmup,
             "locked_seconds": round(elapsed, 1), "results": results}
     with open(os.path.join(outdir, "summary.json"), "w") as fh:
@@ -1007,6 +1385,12 @@ def main():
             sp.add_argument("--plot-only", action="store_true", help="only redraw docs/img from the latest results")
             sp.add_argument("--use", action="append", metavar="RESULT_DIR",
                             help="with --plot-only: plot this result directory instead of its block's latest")
+        sp.add_argument("--lab", choices=sorted(LABS), default="combo4",
+                        help="the lab to measure (default combo4; legacy: the entry block only)")
+        sp.add_argument("--environment", choices=["production", "bench"], default="production",
+                        help="the code compiled: the lab's own (2 resources) or the 300-resource bench environment")
+        sp.add_argument("--catalogs-only", action="store_true",
+                        help="tuning: catalog requests only, from inside the master (the brief's way)")
         sp.add_argument("--users", type=int, default=8, help="simulated agents (default 8)")
         sp.add_argument("--duration", type=int, default=90 if name == "drill" else 30,
                         help="seconds per measurement (default 30 per round; a drill's load runs 90)")
@@ -1019,14 +1403,16 @@ def main():
                         help="drills: catalogs to serve while the component is down (default 150)")
     args = p.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
-    common = ["--users", str(args.users), "--duration", str(args.duration), "--warmup", str(args.warmup),
+    common = ["--lab", args.lab, "--environment", args.environment, *(["--catalogs-only"] if args.catalogs_only else []),
+              "--users", str(args.users), "--duration", str(args.duration), "--warmup", str(args.warmup),
               "--rounds", str(args.rounds),
               "--master", args.master, "--down-catalogs", str(args.down_catalogs)]
     if args.cmd == "_locked":
         return run_unit(args.kind, args.name, args)
     if args.cmd == "load":
         if not args.plot_only:
-            rcs = [locked(["load", b, *common]) for b in (args.block or ["entry", "lb-one", "pinned", "backend"])]
+            default = ["entry", "lb-one", "pinned", "backend", "tuning"] if args.lab == "combo4" else ["entry"]
+            rcs = [locked(["load", b, *common]) for b in (args.block or default)]
             if any(rcs):
                 return 1
         plot_all(args.use)
