@@ -215,7 +215,9 @@ class PuppetAgent(HttpUser):
                 f"file_metadatas/{mount}{'' if recurse else ' (top)'}",
                 "GET",
                 f"/puppet/v3/file_metadatas/{mount}?" + urllib.parse.urlencode(query),
-                headers={"Accept": "application/json"},
+                # PSON as well, as agents offer it: Puppet 5.5 (the legacy lab) answers
+                # file_metadatas in PSON only (406 to a JSON-only Accept).
+                headers={"Accept": "application/json, text/pson"},
             )
         # Puppet double-escapes the facts: once into the parameter, once by the form encoding.
         facts = urllib.parse.quote(json.dumps(agent_facts(certname)), safe="")
