@@ -1220,18 +1220,10 @@ def plot_all(use=None):
         if d:
             rows += json.load(open(os.path.join(d, "summary.json")))["results"]
     if rows:
-        fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
-        labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
-        vals = [r["catalogs_per_s"] for r in rows]
-        ax.barh(labels, vals, color=["#4c72b0" if r.get("masters", 1) == 1 else "#dd8452" for r in rows])
-        for i, v in enumerate(vals):
-            ax.text(v, i, f" {v:.1f}", va="center")
-        ax.invert_yaxis()
-        ax.set_xlabel("catalogs per second (Locust rows: whole agent runs; 'inside' rows: catalogs only)")
-        ax.set_title("Catalog throughput per configuration\n(2 cores shared with the load generator; orange: two masters)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(IMGDIR, "load-throughput.png"), dpi=100)
-        log(f"wrote {os.path.join(IMGDIR, 'load-throughput.png')}")
+        bar_chart(plt, rows, ["#4c72b0" if r.get("masters", 1) == 1 else "#dd8452" for r in rows],
+                  "catalogs per second (Locust rows: whole agent runs; 'inside' rows: catalogs only)",
+                  "Catalog throughput per configuration\n(2 cores shared with the load generator; orange: two masters)",
+                  "load-throughput.png")
     plot_bench_env(plt, chosen)
     d = chosen.get("master-down") or latest("master-down")
     if d:
@@ -1258,8 +1250,24 @@ def plot_all(use=None):
         log(f"wrote {os.path.join(IMGDIR, 'load-master-down.png')}")
 
 
+def bar_chart(plt, rows, colors, xlabel, title, filename):
+    """Catalogs per second of result rows, one bar each, into docs/img/<filename>."""
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
+    labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
+    vals = [r["catalogs_per_s"] for r in rows]
+    ax.barh(labels, vals, color=colors)
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:.1f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMGDIR, filename), dpi=100)
+    log(f"wrote {os.path.join(IMGDIR, filename)}")
+
+
 def plot_bench_env(plt, chosen):
-    """The 300-resource catalog: puppetserver tuned and stock, per front and through the LB,
+    """The 30-module code: puppetserver tuned and stock, per front and through the LB,
     next to Puppet 5.5 under Passenger (the legacy lab) on the same machine."""
     rows = []
     for block, lab, prefix in (("tuning", "combo4", "puppetserver 8.7: "), ("entry", "combo4", "puppetserver 8.7: "),
@@ -1269,20 +1277,12 @@ def plot_bench_env(plt, chosen):
             rows += [dict(r, label=prefix + r["label"]) for r in json.load(open(os.path.join(d, "summary.json")))["results"]]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
-    labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
-    vals = [r["catalogs_per_s"] for r in rows]
     colors = ["#55a868" if "Puppet 5" in r["label"] else "#c44e52" if "stock" in r["label"] else
               "#dd8452" if r.get("masters", 1) == 2 else "#4c72b0" for r in rows]
-    ax.barh(labels, vals, color=colors)
-    for i, v in enumerate(vals):
-        ax.text(v, i, f" {v:.1f}", va="center")
-    ax.invert_yaxis()
-    ax.set_xlabel("whole agent runs (catalogs) per second, the 30-module bench code (336 catalog resources)")
-    ax.set_title("puppetserver (tuned, stock) vs Puppet 5.5 under Passenger\n(2 cores shared with the load generator)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(IMGDIR, "load-bench-env.png"), dpi=100)
-    log(f"wrote {os.path.join(IMGDIR, 'load-bench-env.png')}")
+    bar_chart(plt, rows, colors,
+              "whole agent runs (catalogs) per second, the 30-module bench code (336 catalog resources)",
+              "puppetserver (tuned, stock) vs Puppet 5.5 under Passenger\n(2 cores shared with the load generator)",
+              "load-bench-env.png")
 
 
 # ---------------------------------------------------------------- main
