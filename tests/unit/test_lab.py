@@ -31,14 +31,22 @@ def test_unknown_subcommand_prints_usage():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-def test_no_docker_and_not_root_says_what_to_install(tmp_path):
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "docker").write_text("#!/bin/sh\nexit 1\n")
-    (fake_bin / "docker").chmod(0o755)
-    tmp_path.chmod(0o755)
-    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "LAB_LOG_DIR": str(tmp_path / "logs")}
-    result = run_lab("engine", env=env, preexec=lambda: (os.setgid(65534), os.setuid(65534)))
+def test_no_docker_and_not_root_says_what_to_install():
+    # A copy of ./lab in a directory the unprivileged user can reach: the checkout itself
+    # may sit below a private directory (a clone into `mktemp -d` does).
+    work = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        work.chmod(0o755)
+        shutil.copy2(LAB, work / "lab")
+        fake_bin = work / "bin"
+        fake_bin.mkdir()
+        (fake_bin / "docker").write_text("#!/bin/sh\nexit 1\n")
+        (fake_bin / "docker").chmod(0o755)
+        env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "LAB_LOG_DIR": str(work / "logs")}
+        result = subprocess.run([str(work / "lab"), "engine"], capture_output=True, text=True, env=env,
+                                preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)), timeout=600, check=False)
+    finally:
+        shutil.rmtree(work)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "lab: no Docker engine answers and this is not Debian as root: install and start Docker, then run again"
