@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB = str(ROOT / "lab")
 
 
-def run_lab(*args, env=None, preexec=None):
-    return subprocess.run([LAB, *args], capture_output=True, text=True, env=env, preexec_fn=preexec, timeout=600, check=False)
+def run_lab(*args, env=None, preexec=None, lab=LAB):
+    return subprocess.run([str(lab), *args], capture_output=True, text=True, env=env, preexec_fn=preexec, timeout=600,
+                          check=False)
 
 
 def test_unknown_debian_release_is_named():
@@ -43,8 +44,7 @@ def test_no_docker_and_not_root_says_what_to_install():
         (fake_bin / "docker").write_text("#!/bin/sh\nexit 1\n")
         (fake_bin / "docker").chmod(0o755)
         env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "LAB_LOG_DIR": str(work / "logs")}
-        result = subprocess.run([str(work / "lab"), "engine"], capture_output=True, text=True, env=env,
-                                preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)), timeout=600, check=False)
+        result = run_lab("engine", env=env, preexec=lambda: (os.setgid(65534), os.setuid(65534)), lab=work / "lab")
     finally:
         shutil.rmtree(work)
     assert result.returncode == 1
