@@ -198,6 +198,16 @@ def wait_quiet(timeout):
         return False
 
 
+def disturbances(stamps_before, busy_before, ignore_restarts=False):
+    """What disturbed a measurement that began with these stamps and lab_busy() answer:
+    lab services restarted meanwhile, and converges or tests driving the lab."""
+    after = service_stamps()
+    restarted = set() if ignore_restarts else {f"{k} restarted" for k in stamps_before
+                                               if stamps_before[k] != after.get(k)}
+    busy = busy_before + lab_busy()
+    return sorted(restarted | ({"ansible/molecule running on the lab"} if busy else set()))
+
+
 def service_stamps():
     """When each lab service last (re)started: a change during a run means it was disturbed."""
     stamps = {}
@@ -317,7 +327,8 @@ def wait_masters_ready(certname, timeout=240):
 # `--environment bench`: code shaped like a real control repository rather than the lab's
 # two resources (the architecture brief's hand measurements used a 300-resource catalog):
 # BENCH_MODULES modules, each a parameterised class that declares BENCH_FILES_PER_MODULE files
-# from an EPP template, all included by site.pp: 301 resources, and 30 manifests and 30
+# from an EPP template, all included by site.pp: 302 resources (336 catalog entries with the
+# classes), and 30 manifests and 30
 # templates that a master without environment caching parses again for every request. The
 # notify names the compiling master as the lab's own code does (molecule/shared/code), which
 # the locustfile checks. Written for Puppet 5.5 and 8 alike.
@@ -421,10 +432,7 @@ def run_locust(outdir, tag, entry, users, duration, certnames, reqlog=True, back
     if rc != 0:
         raise RuntimeError(f"locust {tag} exited {rc}; see {logf.name}")
     res = summarize(outdir, tag)
-    after = service_stamps()
-    busy += lab_busy()
-    res["disturbed"] = sorted({f"{k} restarted" for k in before if before[k] != after.get(k)}
-                              | ({"ansible/molecule running on the lab"} if busy else set()))
+    res["disturbed"] = disturbances(before, busy)
     with open(os.path.join(outdir, f"{tag}-disturbed.json"), "w") as fh:
         json.dump(res["disturbed"], fh)
     return res
@@ -721,10 +729,7 @@ def block_backend(args, outdir, certnames):
         log(f"inside {host}: {mode} ({seconds}s, {args.users} threads)")
         before, busy = service_stamps(), lab_busy()
         res = inside_catalogs(host, real_mode, args.users, seconds)
-        after = service_stamps()
-        busy += lab_busy()
-        res["disturbed"] = sorted({f"{k} restarted" for k in before if before[k] != after.get(k)}
-                                  | ({"ansible/molecule running on the lab"} if busy else set()))
+        res["disturbed"] = disturbances(before, busy)
         if mode == "warmup":
             continue
         label = {"front": "inside puppet1, via nginx front (TLS)",
@@ -791,7 +796,11 @@ def block_tuning(args, outdir, certnames):
             tag = f"m-{mode}-r{rnd}"
             if args.catalogs_only:
                 inside_catalogs(host, "front", args.users, args.warmup)
-                tags[mode].append(inside_catalogs(host, "front", args.users, args.duration))
+                before, busy = service_stamps(), lab_busy()
+                res = inside_catalogs(host, "front", args.users, args.duration)
+                # The block restarts puppetserver itself; only others driving the lab count.
+                res["disturbed"] = disturbances(before, busy, ignore_restarts=True)
+                tags[mode].append(res)
                 continue
             run_locust(outdir, f"warmup-{mode}-r{rnd}", entry, args.users, args.warmup, certnames)
             run_locust(outdir, tag, entry, args.users, args.duration, certnames)
@@ -813,7 +822,8 @@ def block_tuning(args, outdir, certnames):
                     "round_catalogs_per_s": [round(r["catalogs_per_s"], 1) for r in runs],
                     "catalog_p50_ms": sum(r["catalog_p50_ms"] for r in runs) / len(runs),
                     "catalog_p95_ms": max(r["catalog_p95_ms"] for r in runs),
-                    "errors": sum(r["errors"] for r in runs), "disturbed": []}
+                    "errors": sum(r["errors"] for r in runs),
+                    "disturbed": sorted({d for r in runs for d in r["disturbed"]})}
         return [merged("inside puppet1, catalogs only, the collection's settings (two rounds)", tags["tuned"])
                 | {"settings": settings},
                 merged("inside puppet1, catalogs only, Debian's stock settings", tags["stock"])]

@@ -43,7 +43,7 @@ FACTS_PATH = os.environ.get("BENCH_FACTS", "")
 REQLOG = os.environ.get("BENCH_REQLOG", "")
 TAG = os.environ.get("BENCH_TAG", "")
 # "production" is the lab's own code (a notify and a file); "bench" is the driver's
-# 300-resource environment (bench/load/driver.py, BENCH_MANIFEST), closer to a real catalog.
+# 30-module environment (bench/load/driver.py, bench_env_files), closer to a real catalog.
 ENVIRONMENT = os.environ.get("BENCH_ENVIRONMENT", "production")
 # Pluginsync as puppet-agent 8.10 asks for it (copied from a master's access log of a real run):
 # the mount's top directory, then pluginfacts and plugins recursively.
