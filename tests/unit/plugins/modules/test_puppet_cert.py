@@ -10,9 +10,11 @@ CA (puppet_ca_fakes.py) replaces http.client.HTTPSConnection and records every r
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 
+from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.marionette.puppet_cluster.plugins.modules import puppet_cert, puppet_cert_info
@@ -30,7 +32,10 @@ def run(module, capsys, **args):
     """Run a module's main() with args; returns (failed, result)."""
     module_args = dict(CA_ARGS)
     module_args.update(args)
-    with patch_module_args(module_args):
+    # As on a target host: once any test has imported Ansible's controller code (a filter
+    # plugin's test does), module warnings would go to the controller's display instead
+    # of the module's result.
+    with patch_module_args(module_args), mock.patch.object(module_utils_internal, 'is_controller', False):
         with pytest.raises(SystemExit) as exit_info:
             module.main()
     result = json.loads(capsys.readouterr().out)
