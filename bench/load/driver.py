@@ -55,7 +55,8 @@ LABS = {
         "MASTER_UNITS": {"puppet1": ("puppetserver", "nginx"), "puppet2": ("puppetserver", "apache2")},
         "CA_UNIT": "puppetserver",
         "CA_CERT_PATH": "/etc/puppet/puppetserver/ca/ca_crt.pem",
-        "CA_GENERATE": ["puppetserver", "ca", "generate", "--certname"],
+        # One call for any number of names, comma-separated.
+        "CA_GENERATE": ["puppetserver", "ca", "generate", "--certname"], "CA_GENERATE_BATCH": True,
         "STATUS_PATH": "/status/v1/simple", "STATUS_BODY": b"running",
         "CODEDIR": "/etc/puppet/code",
     },
@@ -71,7 +72,7 @@ LABS = {
         "CA_CERT_PATH": "/var/lib/puppet/ssl/ca/ca_crt.pem",
         # Puppet 5's Ruby CA: one name per call (its CLI takes several, but a failure
         # half-way would leave the batch unclear).
-        "CA_GENERATE": ["puppet", "cert", "generate"],
+        "CA_GENERATE": ["puppet", "cert", "generate"], "CA_GENERATE_BATCH": False,
         # The Rack master has no /status/v1; Debian's config.ru wants an environment.
         "STATUS_PATH": "/puppet/v3/status/ready?environment=production", "STATUS_BODY": b'"is_alive":true',
         "CODEDIR": "/etc/puppet/code",
@@ -82,6 +83,7 @@ LAB = "combo4"
 CA = LB = SHARED_NAME = AGENT = CA_UNIT = CA_CERT_PATH = STATUS_PATH = CODEDIR = ""
 STATUS_BODY = b""
 MASTERS, FRONT_SERVICE, FRONT_LABEL, MASTER_UNITS, CA_GENERATE = {}, {}, {}, {}, []
+CA_GENERATE_BATCH = False
 
 
 def use_lab(name):
@@ -287,7 +289,7 @@ def ensure_certs(names):
         to_generate = [n for n in missing if f"{n}.pem" not in on_ca]
         if to_generate:
             log(f"generating {len(to_generate)} client certificates on the CA")
-            if CA_GENERATE[0] == "puppetserver":
+            if CA_GENERATE_BATCH:
                 dexec(CA, *CA_GENERATE, ",".join(to_generate))
             else:
                 for n in to_generate:
