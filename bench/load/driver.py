@@ -717,13 +717,15 @@ def inside_catalogs(host, mode, users, seconds):
 
 
 def block_backend(args, outdir, certnames):
-    """Inside puppet1: catalogs from puppetserver's plain loopback port vs through the nginx front.
+    """Inside one master (--master, default puppet1): catalogs from puppetserver's plain
+    loopback port vs through the master's front (nginx on puppet1, apache on puppet2).
 
     The plain port is loopback only, so a small stdlib client runs inside the master container
-    as puppet1.domain.com (the master's own certificate may fetch its own catalog). Same client,
+    as the master itself (a master's own certificate may fetch its own catalog). Same client,
     same container, same users: only the front differs.
     """
-    host = MASTERS["puppet1"]
+    key = args.master
+    host, front = MASTERS[key], FRONT_SERVICE[key]
     results = []
     for mode in ("warmup", "front", "backend", "front2"):
         seconds = args.warmup if mode == "warmup" else args.duration
@@ -734,9 +736,9 @@ def block_backend(args, outdir, certnames):
         res["disturbed"] = disturbances(before, busy)
         if mode == "warmup":
             continue
-        label = {"front": "inside puppet1, via nginx front (TLS)",
-                 "backend": "inside puppet1, puppetserver plain port (no front)",
-                 "front2": "inside puppet1, via nginx front again"}[mode]
+        label = {"front": f"inside {key}, via {front} front (TLS)",
+                 "backend": f"inside {key}, puppetserver plain port (no front)",
+                 "front2": f"inside {key}, via {front} front again"}[mode]
         res.update(tag=f"inside-{mode}", label=label, masters=1, requests=res["catalogs"] + res["errors"])
         results.append(res)
     with open(os.path.join(outdir, "inside.json"), "w") as fh:
@@ -1410,7 +1412,8 @@ def main():
                         help="load: rounds of interleaved measurements (default 2)")
         sp.add_argument("--warmup", type=int, default=30, help="warm-up seconds per master (default 30)")
         sp.add_argument("--master", choices=sorted(MASTERS), default="puppet1",
-                        help="master-down: whose front to stop (default puppet1, nginx)")
+                        help="master-down: whose front to stop; backend: the master measured inside "
+                             "(default puppet1, nginx front; puppet2 has apache)")
         sp.add_argument("--down-catalogs", type=int, default=150,
                         help="drills: catalogs to serve while the component is down (default 150)")
     args = p.parse_args()
