@@ -54,3 +54,29 @@ def test_migration_keeps_agents_running_with_their_certificates(cluster):
         assert not host.socket("tcp://0.0.0.0:8140").is_listening, master
         status = ca.run(f"puppetserver ca list --certname {master}")
         assert "Revoked" in status.stdout or "revoked" in status.stdout, status.stdout + status.stderr
+
+
+def serial(host, path):
+    return int(host.run(f"openssl x509 -noout -serial -in {path}").stdout.strip().split("=", 1)[1], 16)
+
+
+def inventory_serials(host, path):
+    return [int(line.split()[0], 16) for line in host.run(f"cat {path}").stdout.splitlines() if line.strip()]
+
+
+def test_the_new_ca_host_certificate_follows_the_puppet5_serials(cluster):
+    """`puppetserver ca import` signs the new CA host's own certificate with serial 1, the
+    serial of the Puppet 5 CA's own certificate; the role issues it again after the old
+    serials. Runs after the migration above."""
+    new_ca = cluster.groups["lab_new_ca"][0]
+    ca = cluster.host(new_ca)
+    old = inventory_serials(cluster.host(cluster.ca), "/var/lib/puppet/ssl/ca/inventory.txt")
+    new = inventory_serials(ca, "/etc/puppet/puppetserver/ca/inventory.txt")
+    host_serial = serial(ca, f"{SSLDIR}/certs/{new_ca}.pem")
+    assert host_serial > max(old), (host_serial, old)
+    assert host_serial != serial(ca, "/etc/puppet/puppetserver/ca/ca_crt.pem")
+    assert host_serial in new, new
+    assert len(new) == len(set(new)), f"a serial appears twice in the new CA's inventory: {new}"
+    # The CA still answers with the certificate it was issued again (pp_cli_auth kept).
+    listed = ca.run(f"puppetserver ca list --certname {new_ca}")
+    assert listed.rc == 0 and new_ca in listed.stdout, listed.stdout + listed.stderr
