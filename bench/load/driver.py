@@ -330,10 +330,10 @@ def wait_masters_ready(certname, timeout=240):
 # two resources (the architecture brief's hand measurements used a 300-resource catalog):
 # BENCH_MODULES modules, each a parameterised class that declares BENCH_FILES_PER_MODULE files
 # from an EPP template, all included by site.pp: 302 resources (336 catalog entries with the
-# classes), and 30 manifests and 30
-# templates that a master without environment caching parses again for every request. The
-# notify names the compiling master as the lab's own code does (molecule/shared/code), which
-# the locustfile checks. Written for Puppet 5.5 and 8 alike.
+# classes), and 30 manifests and 30 templates that a master without environment caching
+# parses again for every request. The notify names the compiling master as the lab's own
+# code does (molecule/shared/code), which the locustfile checks. Written for Puppet 5.5 and
+# 8 alike.
 BENCH_MODULES = 30
 BENCH_FILES_PER_MODULE = 10
 BENCH_SITE = r"""# Written by bench/load/driver.py for the duration of a measurement, then removed.
@@ -721,6 +721,14 @@ def inside_catalogs(host, mode, users, seconds):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def measure_inside(host, mode, users, seconds, ignore_restarts=False):
+    """inside_catalogs(), with what disturbed it (disturbances())."""
+    before, busy = service_stamps(), lab_busy()
+    res = inside_catalogs(host, mode, users, seconds)
+    res["disturbed"] = disturbances(before, busy, ignore_restarts)
+    return res
+
+
 def block_backend(args, outdir, certnames):
     """Inside one master (--master, default puppet1): catalogs from puppetserver's plain
     loopback port vs through the master's front (nginx on puppet1, apache on puppet2).
@@ -731,16 +739,12 @@ def block_backend(args, outdir, certnames):
     """
     key = args.master
     host, front = MASTERS[key], FRONT_SERVICE[key]
+    log(f"inside {host}: warmup ({args.warmup}s, {args.users} threads)")
+    inside_catalogs(host, "front", args.users, args.warmup)
     results = []
-    for mode in ("warmup", "front", "backend", "front2"):
-        seconds = args.warmup if mode == "warmup" else args.duration
-        real_mode = "front" if mode in ("warmup", "front2") else mode
-        log(f"inside {host}: {mode} ({seconds}s, {args.users} threads)")
-        before, busy = service_stamps(), lab_busy()
-        res = inside_catalogs(host, real_mode, args.users, seconds)
-        res["disturbed"] = disturbances(before, busy)
-        if mode == "warmup":
-            continue
+    for mode in ("front", "backend", "front2"):
+        log(f"inside {host}: {mode} ({args.duration}s, {args.users} threads)")
+        res = measure_inside(host, "backend" if mode == "backend" else "front", args.users, args.duration)
         label = {"front": f"inside {key}, via {front} front (TLS)",
                  "backend": f"inside {key}, puppetserver plain port (no front)",
                  "front2": f"inside {key}, via {front} front again"}[mode]
@@ -805,11 +809,8 @@ def block_tuning(args, outdir, certnames):
             tag = f"m-{mode}-r{rnd}"
             if args.catalogs_only:
                 inside_catalogs(host, "front", args.users, args.warmup)
-                before, busy = service_stamps(), lab_busy()
-                res = inside_catalogs(host, "front", args.users, args.duration)
                 # The block restarts puppetserver itself; only others driving the lab count.
-                res["disturbed"] = disturbances(before, busy, ignore_restarts=True)
-                tags[mode].append(res)
+                tags[mode].append(measure_inside(host, "front", args.users, args.duration, ignore_restarts=True))
                 continue
             run_locust(outdir, f"warmup-{mode}-r{rnd}", entry, args.users, args.warmup, certnames)
             run_locust(outdir, tag, entry, args.users, args.duration, certnames)
