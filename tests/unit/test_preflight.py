@@ -162,6 +162,10 @@ CASES = {
                         "puppet_master_code_git_repo": "https://git.domain.com/control.git"}),
         "deploy the code from one source",
     ),
+    "code repository named like a git option": (
+        dict(variables={"puppet_master_code_git_repo": "--upload-pack=touch /tmp/injected"}),
+        "puppet_master_code_git_repo (--upload-pack=touch /tmp/injected) starts with '-': git would read it as an option",
+    ),
 }
 
 

@@ -131,19 +131,27 @@ def test_masters_forward_certificate_requests_to_the_ca(cluster):
 
 
 def test_code_change_reaches_every_master_in_one_play_run(cluster):
+    """The commit pushed to production reaches every master, and no decoy branch whose name
+    only ends in /production does (`git ls-remote <repo> production` lists those too;
+    a/production before production)."""
     repo = cluster.var(cluster.masters[0], "puppet_master_code_git_repo", "")
     require(repo, "this scenario copies code from the controller")
     git_server = cluster.host(cluster.groups["lab_git_server"][0])
+    commit = "git -c user.name=lab -c user.email=lab@domain.com commit -qam"
     change = git_server.run(
         "set -e; work=$(mktemp -d); git clone -q -b production /srv/git/control.git $work; cd $work; "
         "sed -i 's/revision => 1/revision => 2/' manifests/site.pp; "
-        "git -c user.name=lab -c user.email=lab@domain.com commit -qam 'code revision 2'; git push -q origin production"
+        f"{commit} 'code revision 2'; git push -q origin production; git rev-parse HEAD; "
+        "sed -i 's/revision => 2/revision => 666/' manifests/site.pp; "
+        f"{commit} 'decoy'; git rev-parse HEAD; "
+        "git push -q origin HEAD:refs/heads/x/production HEAD:refs/heads/a/production"
     )
     assert change.rc == 0, change.stdout + change.stderr
+    production, decoy = change.stdout.split()
     cluster.run_site_play()
-    heads = {cluster.host(m).run("git -C /etc/puppet/code/environments/production rev-parse HEAD").stdout.strip()
+    heads = {m: cluster.host(m).run("git -C /etc/puppet/code/environments/production rev-parse HEAD").stdout.strip()
              for m in cluster.masters}
-    assert len(heads) == 1, heads
+    assert heads == {m: production for m in cluster.masters}, f"production {production}, decoy {decoy}: {heads}"
     agent = cluster.agents[0]
     for master in cluster.masters:
         run = cluster.agent_run(agent, f"--server {master}")
