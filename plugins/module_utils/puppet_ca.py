@@ -26,6 +26,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import time
 
 from http import client as http_client
 from urllib.parse import quote, urlsplit
@@ -42,6 +43,12 @@ _ADMIN_EXTENSIONS = ('pp_cli_auth', '1.3.6.1.4.1.34380.1.3.39')
 # How much of a CA's answer goes into a message.
 _REASON_MAX = 2000
 
+
+
+# puppetserver's answer when a request waited over 5 s for a lock another request held.
+LOCK_TIMEOUT_MARK = b'lock-acquisition-timeout'
+# The pauses before each new attempt (seconds): at most 15 s more than the CA's own waits.
+LOCK_RETRY_PAUSES = (1, 2, 3, 4, 5)
 
 class PuppetCAError(Exception):
     """A request to the CA failed as a whole (connection, TLS, unexpected answer)."""
@@ -428,7 +435,8 @@ class PuppetCA:
         """Send one request on the shared connection and read its whole answer.
 
         An idempotent request (GET, PUT, DELETE) whose connection the server had closed
-        is sent once more on a new connection; a POST is not.
+        is sent once more on a new connection; a POST is not. Any request the CA refused
+        because its serial or inventory lock stayed taken is sent again after a pause.
         """
         url = self.prefix + path
         headers = {'Accept': 'application/json'}
@@ -437,7 +445,8 @@ class PuppetCA:
             body = json.dumps(payload).encode('utf-8')
             headers['Content-Type'] = 'application/json'
         attempts = 1 if method == 'POST' else 2
-        for attempt in range(attempts):
+        attempt = lock_waits = 0
+        while attempt < attempts:
             conn = self._connection()
             self.requests += 1
             try:
@@ -446,12 +455,20 @@ class PuppetCA:
                 data = resp.read()
             except (http_client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
                 self.close()
-                if attempt + 1 < attempts:
+                attempt += 1
+                if attempt < attempts:
                     continue
                 raise PuppetCAError('%s %s on %s:%s: the connection was lost: %s' % (method, url, self.host, self.port, e))
             except (ssl.SSLError, ssl.CertificateError, socket.timeout, OSError, http_client.HTTPException) as e:
                 self.close()
                 raise PuppetCAError('%s %s on %s:%s failed: %s' % (method, url, self.host, self.port, e))
+            if resp.status == 500 and LOCK_TIMEOUT_MARK in data and lock_waits < len(LOCK_RETRY_PAUSES):
+                # Another signing or revocation held the CA's serial (or inventory) lock
+                # longer than puppetserver waits for it (5 s): nothing was written, and
+                # the same request is sent again once the holder is done.
+                time.sleep(LOCK_RETRY_PAUSES[lock_waits])
+                lock_waits += 1
+                continue
             return Response(resp.status, resp.reason, data, resp.getheader('Content-Type', ''))
         raise PuppetCAError('%s %s: no answer' % (method, url))  # pragma: no cover
 

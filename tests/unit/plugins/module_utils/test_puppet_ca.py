@@ -426,3 +426,41 @@ def test_connection_errors_are_reported(fake_ca):
     fake.failures.append(ConnectionRefusedError(111, 'Connection refused'))
     with pytest.raises(PuppetCAError, match='Connection refused'):
         PuppetCA(URL).statuses()
+
+
+LOCK_TIMEOUT = (b'clojure.lang.ExceptionInfo: throw+: {:msg "Failed to acquire write lock \\"serial-file\\" within 5 seconds", '
+                b':kind :lock-acquisition-timeout}')
+
+
+@pytest.mark.parametrize('bulk', [True, False])
+def test_sign_retries_while_another_signing_holds_the_serial_lock(fake_ca, monkeypatch, bulk):
+    # Two masters signed at once: puppetserver answers 500 lock-acquisition-timeout to the
+    # second when the first holds the serial file's lock over 5 s (seen on a busy lab CA).
+    # Nothing was signed then, so the request is sent again after a pause.
+    monkeypatch.setattr('time.sleep', lambda seconds: None)
+    fake = fake_ca([status('a.example.com')], bulk_sign=bulk)
+    original = fake.handle
+    busy = {'left': 2}
+
+    def handle(method, url, body):
+        if method in ('POST', 'PUT') and busy['left']:
+            busy['left'] -= 1
+            fake.log.append((method, url, None))
+            return 500, LOCK_TIMEOUT, 'text/plain'
+        return original(method, url, body)
+    fake.handle = handle
+    result = PuppetCA(URL).sign(['a.example.com'])
+    assert result == {'done': ['a.example.com'], 'failed': {}}
+
+
+def test_sign_gives_up_on_a_lock_that_never_frees(fake_ca, monkeypatch):
+    monkeypatch.setattr('time.sleep', lambda seconds: None)
+    fake = fake_ca([status('a.example.com')])
+
+    def handle(method, url, body):
+        fake.log.append((method, url, None))
+        return 500, LOCK_TIMEOUT, 'text/plain'
+    fake.handle = handle
+    result = PuppetCA(URL).sign(['a.example.com'])
+    assert 'lock-acquisition-timeout' in result['failed']['a.example.com']
+    assert len(fake.log) == 6
