@@ -82,3 +82,21 @@ def test_disk_full_during_debootstrap_is_reported(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab: debootstrap of bullseye failed: disk full"), result.stderr
+
+
+@pytest.mark.parametrize("failing", ["yamllint", "ansible-lint", "python3"])
+def test_lint_fails_when_any_of_its_checks_fails(tmp_path, failing):
+    # A virtualenv whose tools pass, but one: ./lab lint must fail with it (a yamllint
+    # error followed by a passing role-docs check once counted as "lint ok").
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text(f'PATH="{venv}/bin:$PATH"\n')
+    for tool in ("yamllint", "ansible-lint", "python3"):
+        (venv / "bin" / tool).write_text("#!/bin/sh\nexit %d\n" % (1 if tool == failing else 0))
+        (venv / "bin" / tool).chmod(0o755)
+    (venv / ".requirements.sha256").write_text(
+        subprocess.run(["sha256sum", str(ROOT / "requirements.txt")], capture_output=True, text=True,
+                       check=True).stdout.split()[0] + "\n")
+    env = dict(os.environ, LAB_VENV=str(venv), LAB_LOG_DIR=str(tmp_path / "logs"))
+    result = run_lab("lint", env=env)
+    assert result.returncode != 0, result.stdout + result.stderr
