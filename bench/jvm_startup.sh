@@ -42,12 +42,15 @@ start_once() {
   in_container 'systemctl start puppetserver'
   in_container "until [ \"\$(curl -sk https://localhost:8140/status/v1/simple)\" = running ]; do sleep 0.2; done"
   t1=$(date +%s.%N)
-  # The JVM's own CPU time (utime + stime in clock ticks, /proc/PID/stat fields 14-15).
+  # The JVM's own CPU time (utime + stime in clock ticks, /proc/PID/stat fields 14-15),
+  # computed inside the container (hence single quotes).
+  # shellcheck disable=SC2016
   cpu=$(in_container 'pid=$(systemctl show -P MainPID puppetserver); echo $(( ($(cut -d" " -f14 /proc/$pid/stat) + $(cut -d" " -f15 /proc/$pid/stat)) * 1000000 / $(getconf CLK_TCK) ))')
   awk -v l="$label" -v w="$(echo "$t1 - $t0" | bc)" -v c="$cpu" \
     'BEGIN { printf "%-28s %6.1f s wall %7.1f s CPU\n", l, w, c / 1000000 }'
 }
 
+# shellcheck disable=SC2016
 echo "puppetserver $(in_container 'dpkg-query -W -f "\${Version}" puppetserver') on $image, $(nproc) cores, $rounds rounds"
 for ((round = 1; round <= rounds; round++)); do
   for variant in "${variants[@]}"; do

@@ -43,12 +43,11 @@ _ADMIN_EXTENSIONS = ('pp_cli_auth', '1.3.6.1.4.1.34380.1.3.39')
 # How much of a CA's answer goes into a message.
 _REASON_MAX = 2000
 
-
-
 # puppetserver's answer when a request waited over 5 s for a lock another request held.
 LOCK_TIMEOUT_MARK = b'lock-acquisition-timeout'
 # The pauses before each new attempt (seconds): at most 15 s more than the CA's own waits.
 LOCK_RETRY_PAUSES = (1, 2, 3, 4, 5)
+
 
 class PuppetCAError(Exception):
     """A request to the CA failed as a whole (connection, TLS, unexpected answer)."""
