@@ -13,11 +13,14 @@ rounds=${1:-2}
 name=lab-bench-jvm-startup
 image=puppet-cluster-lab/debian:${BENCH_SUITE:-trixie}
 network=${LAB_NETWORK:-puppet-lab}
-# The variants: extra JAVA_ARGS after the heap, and JRuby's compile mode.
+# The variants: extra JAVA_ARGS after the heap, JRuby's compile mode, JRuby instances
+# (the masters' role default is one per CPU: 2 here).
 variants=(
-  "stock||jit"
-  "c1-only|-XX:TieredStopAtLevel=1|jit"
-  "c1-only+jruby-interpreted|-XX:TieredStopAtLevel=1|off"
+  "stock|-|jit|2"
+  "c1-only|-XX:TieredStopAtLevel=1|jit|2"
+  "c1-only+jruby-interpreted|-XX:TieredStopAtLevel=1|off|2"
+  "stock,1-jruby|-|jit|1"
+  "c1-only,1-jruby|-XX:TieredStopAtLevel=1|jit|1"
 )
 
 in_container() { docker exec "$name" bash -c "$1"; }
@@ -33,9 +36,9 @@ in_container 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq puppetserver
 in_container 'puppetserver ca setup >/dev/null 2>&1'
 
 start_once() {
-  local label=$1 args=$2 mode=$3
+  local label=$1 args=${2#-} mode=$3 instances=$4
   in_container "sed -i 's|^JAVA_ARGS=.*|JAVA_ARGS=\"-Xms1024m -Xmx1024m $args\"|' /etc/default/puppetserver"
-  in_container "sed -i 's|^ *#\\? *compile-mode:.*||; s|^jruby-puppet: {|jruby-puppet: {\\n    compile-mode: $mode|' /etc/puppet/puppetserver/conf.d/puppetserver.conf"
+  in_container "sed -i '/^ *#\\? *compile-mode:/d; /^ *#\\? *max-active-instances:/d; s|^jruby-puppet: {|jruby-puppet: {\\n    compile-mode: $mode\\n    max-active-instances: $instances|' /etc/puppet/puppetserver/conf.d/puppetserver.conf"
   in_container 'systemctl stop puppetserver'
   local t0 t1 cpu
   t0=$(date +%s.%N)
@@ -54,7 +57,7 @@ start_once() {
 echo "puppetserver $(in_container 'dpkg-query -W -f "\${Version}" puppetserver') on $image, $(nproc) cores, $rounds rounds"
 for ((round = 1; round <= rounds; round++)); do
   for variant in "${variants[@]}"; do
-    IFS='|' read -r label args mode <<< "$variant"
-    start_once "$label" "$args" "$mode"
+    IFS='|' read -r label args mode instances <<< "$variant"
+    start_once "$label" "$args" "$mode" "$instances"
   done
 done

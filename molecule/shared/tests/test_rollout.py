@@ -89,7 +89,7 @@ apt-get download puppetserver > /dev/null
 dpkg-deb -R puppetserver_*.deb pkg
 sed -i "s/^Version: .*/Version: $new/" pkg/DEBIAN/control
 deb="$repo/puppetserver_${new}_all.deb"
-dpkg-deb -Zgzip -z1 -b pkg "$deb" > /dev/null
+dpkg-deb -Znone -b pkg "$deb" > /dev/null
 { dpkg-deb -f "$deb"; echo "Filename: ./$(basename "$deb")"; echo "Size: $(stat -c %s "$deb")";
   echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"; echo; } > "$repo/Packages"
 echo "deb [trusted=yes] file:$repo ./" > /etc/apt/sources.list.d/lab.list
