@@ -93,6 +93,13 @@ class Cluster:
         """Requests puppetserver itself answered on this master."""
         return self.host(master).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
 
+    def front_errors(self, master):
+        """The last lines of the error log of a master's front (nginx or apache): why it
+        answered 502, for an assertion's message."""
+        return self.host(master).run(
+            "tail -n 8 /var/log/nginx/puppetmaster-error.log /var/log/apache2/puppetmaster-error.log 2>/dev/null"
+        ).stdout
+
     def https_status(self, client, url, cert=None, headers=None, method="GET", via=None):
         """HTTP status of a request made from `client`; 0 when TLS or the connection failed.
         `via`: the Entry whose host the connection goes to, whatever name the URL has."""

@@ -5,6 +5,8 @@ particular to one combination are in test_combinations.py, scale-out and scale-i
 (which change the cluster, so they run last) in test_scale.py.
 """
 
+import urllib.parse
+
 import pytest
 
 PROBE = "revoked-probe.domain.com"
@@ -67,7 +69,7 @@ def test_certificate_requests_are_handled_by_the_ca_only(cluster):
         # No CA service answers on a compile-only master; in combination 3 its front
         # forwards CA requests to the CA instead.
         status = cluster.https_status(cluster.agents[0], f"https://{entry.name}:8140/puppet-ca/v1/certificate/ca", via=entry)
-        assert status == (200 if cluster.combination == 3 else 404), (master, status)
+        assert status == (200 if cluster.combination == 3 else 404), (master, status, cluster.front_errors(master))
         ca_cfg = cluster.host(master).file("/etc/puppet/puppetserver/services.d/ca.cfg").content_string
         assert "certificate-authority-disabled-service" in ca_cfg
 
@@ -87,6 +89,38 @@ def test_forged_client_headers_are_refused(cluster):
         as_master = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={cluster.masters[0]}"}
         status = cluster.https_status(agent, catalog_url(entry, cluster.masters[0]), cert=agent, headers=as_master, via=entry)
         assert status == 403, entry
+
+
+def test_certificate_administration_and_renewal_are_refused_behind_a_tls_load_balancer(cluster):
+    """Signing, revoking, cleaning and renewing are never done on an identity a proxy
+    vouches for: through the TLS load balancer, and at every front that trusts it, they
+    get 403 (issue 15, items 3 and 5)."""
+    if not any(cluster.var(lb, "puppet_lb_mode", "tcp") == "tls" for lb in cluster.lbs):
+        pytest.skip("no TLS load balancer: no front trusts a proxy's headers")
+    lb, agent, ca = cluster.lbs[0], cluster.agents[0], cluster.host(cluster.ca)
+    inventory = "wc -l < /etc/puppet/puppetserver/ca/inventory.txt"
+    issued = ca.run(inventory).stdout
+    through_lb = cluster.entry_points()[0]
+    admin = f"https://{through_lb.name}:8140/puppet-ca/v1/certificate_status/{agent}"
+    # Renewal through the LB: the CA would renew the certificate the LB presents, its own.
+    renewal = f"https://{through_lb.name}:8140/puppet-ca/v1/certificate_renewal"
+    assert cluster.https_status(agent, renewal, method="POST", headers={"Content-Type": "text/plain"}, via=through_lb) == 403
+    assert cluster.https_status(agent, renewal, cert=agent, method="POST", headers={"Content-Type": "text/plain"},
+                                via=through_lb) == 403
+    assert cluster.https_status(agent, admin, cert=agent, via=through_lb) == 403
+    # Whoever holds the LB's key goes to the fronts directly and claims to be the CA host,
+    # whose certificate carries pp_cli_auth; puppetserver parses X-Client-Cert, it does not verify it.
+    ca_pem = ca.run(f"cat /var/lib/puppet/ssl/certs/{cluster.ca}.pem").stdout
+    as_ca = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={cluster.ca}",
+             "X-Client-Cert": urllib.parse.quote(ca_pem, safe="")}
+    for entry in cluster.entry_points()[1:]:
+        for path, method in ((f"certificate_status/{agent}", "GET"), ("certificate_status/nobody.invalid", "PUT"),
+                             ("certificate_statuses/any", "GET"), ("sign/all", "POST"), ("certificate_renewal", "POST"),
+                             (f"Certificate_Status/{agent}", "GET")):
+            url = f"https://{entry.name}:8140/puppet-ca/v1/{path}"
+            status = cluster.https_status(lb, url, cert=lb, headers=as_ca, method=method, via=entry)
+            assert status == 403, (entry, method, path, status)
+    assert ca.run(inventory).stdout == issued, "the CA issued a certificate"
 
 
 def test_a_node_cannot_fetch_another_nodes_catalog(cluster):
