@@ -10,6 +10,7 @@ import urllib.parse
 import pytest
 
 PROBE = "revoked-probe.domain.com"
+SSLDIR = "/var/lib/puppet/ssl"
 
 
 def catalog_url(entry, node):
@@ -121,6 +122,35 @@ def test_certificate_administration_and_renewal_are_refused_behind_a_tls_load_ba
             status = cluster.https_status(lb, url, cert=lb, headers=as_ca, method=method, via=entry)
             assert status == 403, (entry, method, path, status)
     assert ca.run(inventory).stdout == issued, "the CA issued a certificate"
+
+
+def test_fronts_trust_the_load_balancers_exact_name_only(cluster):
+    """A certificate for the LB's name in upper case (signed here with the CA's key, as a
+    CA with a careless autosign policy could) is not the trusted LB: headers it sends
+    claiming an agent's identity get 403 at every front (issue 15, item 11)."""
+    if not any(cluster.var(lb, "puppet_lb_mode", "tcp") == "tls" for lb in cluster.lbs):
+        pytest.skip("no TLS load balancer: no front trusts a proxy's headers")
+    impostor = cluster.lbs[0].upper()
+    ca, agent = cluster.host(cluster.ca), cluster.agents[0]
+    minted = ca.run(
+        "set -e; d=$(mktemp -d); cd $d; "
+        f"openssl req -new -newkey rsa:2048 -nodes -subj '/CN={impostor}' -keyout key.pem -out req.pem 2>/dev/null; "
+        "openssl x509 -req -in req.pem -CA /etc/puppet/puppetserver/ca/ca_crt.pem "
+        "-CAkey /etc/puppet/puppetserver/ca/ca_key.pem -set_serial 0x7e57 -days 1 -out cert.pem 2>/dev/null; "
+        "cat cert.pem key.pem; rm -rf $d"
+    )
+    assert minted.rc == 0, minted.stderr
+    cert, key = minted.stdout.split("-----END CERTIFICATE-----\n")
+    host = cluster.host(agent)
+    host.run(f"umask 077; cat > {SSLDIR}/certs/{impostor}.pem <<'EOF'\n{cert}-----END CERTIFICATE-----\nEOF")
+    host.run(f"umask 077; cat > {SSLDIR}/private_keys/{impostor}.pem <<'EOF'\n{key}EOF")
+    try:
+        as_agent = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={agent}"}
+        for entry in cluster.entry_points()[1:]:
+            status = cluster.https_status(agent, catalog_url(entry, agent), cert=impostor, headers=as_agent, via=entry)
+            assert status == 403, (entry, status)
+    finally:
+        host.run(f"rm -f {SSLDIR}/certs/{impostor}.pem {SSLDIR}/private_keys/{impostor}.pem")
 
 
 def test_a_node_cannot_fetch_another_nodes_catalog(cluster):
