@@ -145,6 +145,10 @@ def test_fronts_trust_the_load_balancers_exact_name_only(cluster):
     host.run(f"umask 077; cat > {SSLDIR}/certs/{impostor}.pem <<'EOF'\n{cert}-----END CERTIFICATE-----\nEOF")
     host.run(f"umask 077; cat > {SSLDIR}/private_keys/{impostor}.pem <<'EOF'\n{key}EOF")
     try:
+        # A certificate the fronts accept (chain and CRL), or this test could not fail.
+        verified = host.run(f"openssl verify -CAfile {SSLDIR}/certs/ca.pem -CRLfile {SSLDIR}/crl.pem "
+                            f"-crl_check_all {SSLDIR}/certs/{impostor}.pem")
+        assert verified.rc == 0, verified.stdout + verified.stderr
         as_agent = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={agent}"}
         for entry in cluster.entry_points()[1:]:
             status = cluster.https_status(agent, catalog_url(entry, agent), cert=impostor, headers=as_agent, via=entry)
