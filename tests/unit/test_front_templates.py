@@ -60,7 +60,7 @@ MASTER_VARS = dict(
 
 
 def header_lines(config, header):
-    return [line.strip() for line in config.splitlines() if f"RequestHeader" in line and header in line]
+    return [line.strip() for line in config.splitlines() if "RequestHeader" in line and header in line]
 
 
 @pytest.mark.parametrize("proxy", ["puppetlb.domain.org", ""])
