@@ -153,6 +153,26 @@ CASES = {
         dict(variables={"puppet_ca_autosign": "allowlist"}),
         "allowlist (with a non-empty puppet_ca_autosign_allowlist)",
     ),
+    # Issue 15, item 1: autosign never signs the hosts the play signs itself.
+    "autosign allowlist of everything": (
+        dict(variables={"puppet_ca_autosign": "allowlist", "puppet_ca_autosign_allowlist": ["agent1.domain.com", "*"]}),
+        "puppet_ca_autosign_allowlist may hold only agents' certnames and *.domain globs that match no CA, "
+        "master or load balancer name nor puppet.domain.com (no bare *); refused: *",
+    ),
+    "autosign allowlist glob covering the masters": (
+        dict(variables={"puppet_ca_autosign": "allowlist", "puppet_ca_autosign_allowlist": ["*.domain.com"]}),
+        "refused: *.domain.com (matches puppet.domain.com), *.domain.com (matches puppetca.domain.com), "
+        "*.domain.com (matches puppet1.domain.com)",
+    ),
+    "autosign allowlist naming the load balancer by its certname": (
+        dict(variables={"puppet_ca_autosign": "allowlist", "puppet_ca_autosign_allowlist": ["*.lb.domain.com"]},
+             host_vars={"puppetlb.domain.com": {"puppet_lb_certname": "edge.lb.domain.com"}}),
+        "refused: *.lb.domain.com (matches edge.lb.domain.com)",
+    ),
+    "autosign allowlist with a pattern Puppet does not read as a glob": (
+        dict(variables={"puppet_ca_autosign": "allowlist", "puppet_ca_autosign_allowlist": ["agent[0-9].domain.com"]}),
+        "refused: agent[0-9].domain.com",
+    ),
     "code directory without environments": (
         dict(variables={"puppet_master_code_source": "/nonexistent/code"}),
         "puppet_master_code_source /nonexistent/code has no environments/ directory on the controller",
@@ -177,3 +197,25 @@ def test_bad_inventory_stops_with_a_clear_message(tmp_path, case):
     assert message in " ".join(output.split()), output[-3000:]
     # Nothing was installed or configured: no task reported a change.
     assert "changed=1" not in output and "changed: [" not in output, output[-3000:]
+
+
+def test_an_allowlist_of_agents_only_passes_the_ca_preflight(tmp_path):
+    """The allowlist check refuses what it must and no more: agents' names and a glob
+    of their own subdomain pass (the CA role's preflight alone, in check mode)."""
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "CA preflight", "hosts": "puppet_ca", "gather_facts": True,
+        "tasks": [{"ansible.builtin.include_role": {"name": "marionette.puppet_cluster.puppet_ca",
+                                                    "tasks_from": "preflight"}}],
+    }]))
+    variables = {"puppet_ca_autosign": "allowlist",
+                 "puppet_ca_autosign_allowlist": ["agent1.domain.com", "*.agents.domain.com"]}
+    children = {group: {"hosts": {h: {} for h in hosts}} for group, hosts in GOOD_GROUPS.items()}
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"vars": {**GOOD_VARS, **variables}, "children": children}}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run(["ansible-playbook", "--check", "-i", str(inventory), str(playbook)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "claims no infrastructure name" in result.stdout, result.stdout[-3000:]

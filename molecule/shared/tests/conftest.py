@@ -82,6 +82,18 @@ class Cluster:
         """Where the agent sends certificate requests, as its puppet.conf says."""
         return self.host(agent).run("puppet config print ca_server").stdout.strip()
 
+    def ca_forget(self, certnames):
+        """Delete these certificates and requests on the CA (a test's probes), through its API
+        with the CA host's own certificate: seconds, where `puppetserver ca clean` of a signed
+        certificate waits 30 s on the CLI's kept-alive connection."""
+        name = self.var(self.ca, "puppet_ca_certname", self.ca)
+        for certname in certnames:
+            self.host(self.ca).run(
+                f"curl -s -o /dev/null -X DELETE --max-time 30 --cacert {SSLDIR}/certs/ca.pem "
+                f"--cert {SSLDIR}/certs/{name}.pem --key {SSLDIR}/private_keys/{name}.pem "
+                f"https://{name}:8140/puppet-ca/v1/certificate_status/{certname}"
+            )
+
     def lb_log_lines(self):
         """Requests (tls mode) or connections (tcp mode) the load balancers logged."""
         return sum(

@@ -5,6 +5,7 @@ particular to one combination are in test_combinations.py, scale-out and scale-i
 (which change the cluster, so they run last) in test_scale.py.
 """
 
+import re
 import urllib.parse
 
 import pytest
@@ -275,3 +276,101 @@ def test_autosign_policy_signs_requests_with_the_challenge_password(cluster):
     assert cluster.var(agent, "puppet_agent_sign_on_ca") is False
     listing = cluster.host(cluster.ca).run("puppetserver ca list --all").stdout
     assert agent in listing.split("Signed Certificates")[1], listing
+
+
+def ca_listing_state(listing, certname):
+    """'requested', 'signed' or None: where certname stands in `puppetserver ca list --all`."""
+    state = None
+    for line in listing.splitlines():
+        if line.startswith("Requested Certificates"):
+            state = "requested"
+        elif line.startswith("Signed Certificates"):
+            state = "signed"
+        elif line.startswith("Revoked Certificates"):
+            state = "revoked"
+        elif line.split() and line.split()[0] == certname:
+            return state
+    return None
+
+
+def test_autosign_needs_more_than_the_challenge_password(cluster):
+    """Issue 15, item 1: the right password does not get a certificate for extra
+    alternative names (the masters' shared name), for the shared name itself or for a
+    master's certname; those are the play's to sign. And no agent keeps the password."""
+    if cluster.var(cluster.ca, "puppet_ca_autosign", "off") != "policy":
+        pytest.skip("this scenario keeps autosign off")
+    ca = cluster.host(cluster.ca)
+    agent_name = cluster.agents[0]
+    agent = cluster.host(agent_name)
+    password = cluster.var(agent_name, "puppet_agent_csr_challenge_password")
+    master = cluster.compile_only_masters[0]
+    probe, impostor = "autosign-probe.domain.org", "autosign-impostor.domain.org"
+    requests = {
+        # certname: (alternative names, signed?)
+        probe: ("", True),
+        impostor: (cluster.server_name, False),
+        cluster.server_name: ("", False),
+        master: (f"{master},{cluster.server_name}", False),
+    }
+    # Re-runnable: earlier probes go (never a master's certificate; in this combination
+    # no certificate carries the shared name as its certname).
+    assert cluster.combination != 5
+    probes = [probe, impostor, cluster.server_name]
+    cluster.ca_forget(probes)
+    agent.run("rm -f " + " ".join(f"/var/lib/puppet/ssl/*/{name}.pem" for name in requests))
+    master_cert = ca.run(f"sha256sum /etc/puppet/puppetserver/ca/signed/{master}.pem").stdout
+    agent.run(f"umask 077; printf 'custom_attributes:\\n  1.2.840.113549.1.9.7: %s\\n' '{password}' "
+              "> /tmp/autosign-probe-csr.yaml")
+    ca_server = cluster.agent_ca_server(agent_name)
+    try:
+        for name, (alt_names, _signed) in requests.items():
+            agent.run(f"puppet ssl submit_request --certname {name} --ca_server {ca_server} "
+                      f"--http_keepalive_timeout 0 --csr_attributes /tmp/autosign-probe-csr.yaml"
+                      + (f" --dns_alt_names {alt_names}" if alt_names else ""))
+        listing = ca.run("puppetserver ca list --all").stdout
+        for name, (alt_names, signed) in requests.items():
+            if name != master:
+                assert (ca_listing_state(listing, name) == "signed") is signed, \
+                    f"{name} with alt names '{alt_names}', signed expected {signed}: {listing}"
+        # The master's certificate is still the one the play signed.
+        assert ca.run(f"sha256sum /etc/puppet/puppetserver/ca/signed/{master}.pem").stdout == master_cert
+    finally:
+        agent.run("rm -f /tmp/autosign-probe-csr.yaml " + " ".join(f"/var/lib/puppet/ssl/*/{name}.pem" for name in requests))
+        cluster.ca_forget(probes)
+    # The password enrolled the agent; it is not left on the agent for anyone to reuse.
+    attributes = agent.file("/etc/puppet/csr_attributes.yaml")
+    assert not attributes.exists or password not in attributes.content_string
+
+
+def test_trusted_extensions_are_the_same_from_every_master(cluster):
+    """Issue 15, item 12: a node whose certificate carries pp_role is classified the
+    same by every master, whatever its front (nginx or apache) and whether the request
+    comes through the load balancer or straight to the master. The test code tags the
+    catalog with the pp_role the compiling master read from $trusted['extensions']."""
+    if cluster.var(cluster.ca, "puppet_ca_autosign", "off") != "policy":
+        pytest.skip("the probe is signed by the autosign policy")
+    probe = "trusted-probe.domain.org"
+    agent_name = cluster.agents[0]
+    agent = cluster.host(agent_name)
+    password = cluster.var(agent_name, "puppet_agent_csr_challenge_password")
+    ca_server = cluster.agent_ca_server(agent_name)
+    cluster.ca_forget([probe])
+    agent.run(f"rm -f /var/lib/puppet/ssl/*/{probe}.pem")
+    agent.run(f"umask 077; printf 'custom_attributes:\\n  1.2.840.113549.1.9.7: %s\\n"
+              f"extension_requests:\\n  pp_role: probe\\n' '{password}' > /tmp/trusted-probe-csr.yaml")
+    try:
+        enrol = agent.run(f"puppet ssl submit_request --certname {probe} --ca_server {ca_server} "
+                          f"--http_keepalive_timeout 0 --csr_attributes /tmp/trusted-probe-csr.yaml "
+                          f"&& puppet ssl download_cert --certname {probe} --ca_server {ca_server}")
+        assert enrol.rc == 0, enrol.stdout + enrol.stderr
+        seen = {}
+        for entry in cluster.entry_points():
+            catalog = agent.run(
+                f"curl -s --max-time 60 --cacert {SSLDIR}/certs/ca.pem "
+                f"--cert {SSLDIR}/certs/{probe}.pem --key {SSLDIR}/private_keys/{probe}.pem "
+                f"--connect-to {entry.name}:8140:{entry.host}:8140 '{catalog_url(entry, probe)}'").stdout
+            seen[str(entry)] = sorted(set(re.findall(r"trusted_pp_role_[a-z0-9_]*", catalog))) or catalog[:300]
+        assert all(tags == ["trusted_pp_role_probe"] for tags in seen.values()), seen
+    finally:
+        agent.run(f"rm -f /tmp/trusted-probe-csr.yaml /var/lib/puppet/ssl/*/{probe}.pem")
+        cluster.ca_forget([probe])

@@ -8,6 +8,9 @@ node default {
   notify { 'puppet-cluster-proof':
     message => "compiled by ${server_facts['servername']} on ${compiled_on}",
   }
+  # The certificate's pp_role as the compiling master saw it, as a catalog tag (nothing
+  # to apply): verify compares it between masters and fronts (issue 15, item 12).
+  tag("trusted_pp_role_${trusted['extensions']['pp_role']}")
   file { '/var/tmp/puppet-cluster-proof':
     ensure  => file,
     content => "code revision 1\n",
