@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 from ansible.plugins.filter.core import FilterModule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,14 @@ def render(role, template, **variables):
     return env.from_string(text).render(ansible_managed="Ansible managed", **variables)
 
 
+def role_vars(role, *names):
+    """Literal values from a role's vars/main.yml, as the role itself gives them."""
+    values = yaml.safe_load((ROOT / "roles" / role / "vars" / "main.yml").read_text())
+    return {name: values[name] for name in names}
+
+
 LB_VARS = dict(
+    **role_vars("puppet_lb", "_puppet_lb_ca_admin_paths"),
     puppet_lb_mode="tls", puppet_lb_server_name="puppet.domain.org", puppet_lb_port=8140,
     puppet_lb_backends=["puppet1.domain.org", "puppet2.domain.org"], puppet_lb_backend_port=8140,
     puppet_lb_max_fails=1, puppet_lb_fail_timeout="10s", puppet_lb_connect_timeout="2s",
@@ -51,6 +59,7 @@ def test_lb_checks_every_backend_certificate_against_the_crl():
 
 
 MASTER_VARS = dict(
+    **role_vars("puppet_master", "_puppet_master_ca_admin_paths", "_puppet_master_apache_proxy_ttl"),
     puppet_master_certname="puppet2.domain.org", puppet_master_server_name="puppet.domain.org",
     puppet_master_port=8140, puppet_master_backend_port=18140, puppet_master_ssl_protocols=["TLSv1.2", "TLSv1.3"],
     puppet_master_ssl_ciphers="ECDHE+AESGCM", puppet_master_ca_proxy=False,
