@@ -105,6 +105,10 @@ class Cluster:
         """Requests puppetserver itself answered on this master."""
         return self.host(master).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
 
+    def tls_lbs(self):
+        """The load balancers that end TLS and vouch for clients in headers (tls mode)."""
+        return [lb for lb in self.lbs if self.var(lb, "puppet_lb_mode", "tcp") == "tls"]
+
     def front_errors(self, master):
         """The last lines of the error log of a master's front (nginx or apache): why it
         answered 502, for an assertion's message."""

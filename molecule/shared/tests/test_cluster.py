@@ -97,7 +97,7 @@ def test_certificate_administration_and_renewal_are_refused_behind_a_tls_load_ba
     """Signing, revoking, cleaning and renewing are never done on an identity a proxy
     vouches for: through the TLS load balancer, and at every front that trusts it, they
     get 403 (issue 15, items 3 and 5)."""
-    if not any(cluster.var(lb, "puppet_lb_mode", "tcp") == "tls" for lb in cluster.lbs):
+    if not cluster.tls_lbs():
         pytest.skip("no TLS load balancer: no front trusts a proxy's headers")
     lb, agent, ca = cluster.lbs[0], cluster.agents[0], cluster.host(cluster.ca)
     inventory = "wc -l < /etc/puppet/puppetserver/ca/inventory.txt"
@@ -129,7 +129,7 @@ def test_fronts_trust_the_load_balancers_exact_name_only(cluster):
     """A certificate for the LB's name in upper case (signed here with the CA's key, as a
     CA with a careless autosign policy could) is not the trusted LB: headers it sends
     claiming an agent's identity get 403 at every front (issue 15, item 11)."""
-    if not any(cluster.var(lb, "puppet_lb_mode", "tcp") == "tls" for lb in cluster.lbs):
+    if not cluster.tls_lbs():
         pytest.skip("no TLS load balancer: no front trusts a proxy's headers")
     impostor = cluster.lbs[0].upper()
     ca, agent = cluster.host(cluster.ca), cluster.agents[0]
@@ -195,7 +195,7 @@ def test_private_keys_are_readable_by_their_service_only(cluster):
         ).stdout.split("\n")
         keys = [line.split() for line in listing if line.strip()]
         # A TCP load balancer holds no Puppet key at all.
-        if node not in cluster.lbs or cluster.var(node, "puppet_lb_mode", "tcp") == "tls":
+        if node not in cluster.lbs or node in cluster.tls_lbs():
             assert keys, f"{node}: no private key found"
         for mode, owner, path in keys:
             assert int(mode, 8) & 0o007 == 0, f"{node}: {path} is mode {mode}"
