@@ -10,8 +10,10 @@ master, so dpkg, the package scripts and the restart are real).
 (Named to run after test_operations.py and before test_scale.py.)
 """
 
+import os
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -118,13 +120,32 @@ DRAIN = "Take the master out of the load balancers' rotation"
 RETURN = "Put the master back into the load balancers' rotation"
 
 
-def test_site_upgrades_masters_one_at_a_time_without_failing_an_agent_run(cluster):
+def galaxy_artifact(tmp_path):
+    """Build the Galaxy tarball and install it offline into an empty path, as a user
+    installs the release: the path to give ANSIBLE_COLLECTIONS_PATH."""
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    subprocess.run(["ansible-galaxy", "collection", "build", "--force", "--output-path", str(tmp_path), project],
+                   check=True, capture_output=True)
+    tarball = next(tmp_path.glob("marionette-puppet_cluster-*.tar.gz"))
+    subprocess.run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force",
+                    "-p", str(tmp_path / "collections"), str(tarball)], check=True, capture_output=True)
+    return tmp_path / "collections"
+
+
+def test_site_upgrades_masters_one_at_a_time_without_failing_an_agent_run(cluster, tmp_path):
+    """In the scenario that opts in (lab_check_galaxy_artifact, combo4), the upgrade runs the
+    site playbook of the Galaxy tarball by its name: the released artifact, not the
+    checkout, upgrades a serving cluster (one site run proves both)."""
     opted_in(cluster)
     versions = {offer_newer_puppetserver(cluster.host(m)) for m in cluster.masters}
     assert len(versions) == 1, versions
     version = versions.pop()
+    playbook, collections_path = "site.yml", None
+    if cluster.var(cluster.ca, "lab_check_galaxy_artifact", False):
+        playbook, collections_path = "marionette.puppet_cluster.site", galaxy_artifact(tmp_path)
     with AgentTraffic(cluster) as traffic:
-        play = cluster.run_playbook("site.yml", args=("-e", f"puppet_master_puppetserver_version={version}"))
+        play = cluster.run_playbook(playbook, args=("-e", f"puppet_master_puppetserver_version={version}"),
+                                    collections_path=collections_path)
     assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
     traffic.assert_nothing_failed(min_runs=3)
     for master in cluster.masters:
