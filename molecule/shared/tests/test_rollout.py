@@ -42,7 +42,11 @@ class AgentTraffic:
             self._loop(agent, "runs", (
                 f"puppet agent --test --color=false {self.cluster.lock_wait(agent)} > {TRAFFIC}/out 2>&1;"
                 f" rc=$?; echo \"rc=$rc $(grep -o 'compiled by [^ ]* on [^ ]*' {TRAFFIC}/out | head -1)\""
-                f" >> {TRAFFIC}/runs.log; case $rc in 0|2) ;; *) cat {TRAFFIC}/out >> {TRAFFIC}/failed.log;; esac"))
+                f" >> {TRAFFIC}/runs.log; case $rc in 0|2) ;; *) cat {TRAFFIC}/out >> {TRAFFIC}/failed.log;; esac;"
+                # Paced too: back-to-back runs kept one of the lab's two cores busy with
+                # Ruby and slowed the restarts under test; the requests below still
+                # probe the shared name twice a second in between.
+                " sleep 5"))
             # Paced, not a readiness wait: a steady trickle of requests between runs.
             self._loop(agent, "requests", (
                 f"curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 30 --cacert {SSLDIR}/certs/ca.pem"
