@@ -33,7 +33,7 @@ def role_vars(role, *names):
 
 
 LB_VARS = dict(
-    **role_vars("puppet_lb", "_puppet_lb_ca_admin_paths"),
+    **role_vars("puppet_cluster", "_puppet_cluster_ca_admin_paths"),
     puppet_lb_mode="tls", puppet_lb_server_name="puppet.domain.org", puppet_lb_port=8140,
     puppet_lb_backends=["puppet1.domain.org", "puppet2.domain.org"], puppet_lb_backend_port=8140,
     puppet_lb_max_fails=1, puppet_lb_fail_timeout="10s", puppet_lb_connect_timeout="2s",
@@ -59,7 +59,8 @@ def test_lb_checks_every_backend_certificate_against_the_crl():
 
 
 MASTER_VARS = dict(
-    **role_vars("puppet_master", "_puppet_master_ca_admin_paths", "_puppet_master_apache_proxy_ttl"),
+    **role_vars("puppet_cluster", "_puppet_cluster_ca_admin_paths"),
+    **role_vars("puppet_master", "_puppet_master_apache_proxy_ttl"),
     puppet_master_certname="puppet2.domain.org", puppet_master_server_name="puppet.domain.org",
     puppet_master_port=8140, puppet_master_backend_port=18140, puppet_master_ssl_protocols=["TLSv1.2", "TLSv1.3"],
     puppet_master_ssl_ciphers="ECDHE+AESGCM", puppet_master_ca_proxy=False,

@@ -59,6 +59,14 @@ CASES = {
         dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_masters"}),
         "at least one in puppet_masters",
     ),
+    "cluster LB mode not tcp or tls": (
+        dict(variables={"puppet_cluster_lb_mode": "udp"}),
+        "value of puppet_cluster_lb_mode must be one of: tcp, tls, got: udp",
+    ),
+    "cipher list Jetty cannot be given": (
+        dict(variables={"puppet_cluster_ssl_ciphers": "HIGH:!aNULL"}),
+        "the cluster's cipher list must name ECDHE or DHE suites",
+    ),
     "combination 7": (dict(variables={"puppet_cluster_combination": 7}), "puppet_cluster_combination must be 1, 2, 3, 4 or 5 (got 7)"),
     "no shared name": (dict(variables={"puppet_cluster_server_name": ""}), "puppet_cluster_server_name"),
     "no load balancer in combination 4": (

@@ -147,9 +147,16 @@ def test_spec_defaults_match_defaults_file(role):
     assert not problems, f"{role}: " + "; ".join(problems)
 
 
+# The cluster-wide settings role holds defaults and vars only: the others depend on it.
+SETTINGS_ROLES = {"puppet_cluster"}
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("relpath", ["tasks/main.yml", "handlers/main.yml", "meta/main.yml"])
 def test_role_has_required_file(role, relpath):
+    if role in SETTINGS_ROLES and relpath != "meta/main.yml":
+        assert not (ROLES_DIR / role / "tasks").exists(), f"{role} is a settings role: no tasks"
+        return
     assert (ROLES_DIR / role / relpath).is_file(), f"{role}: {relpath} is missing"
 
 

@@ -9,6 +9,8 @@ SITE = pathlib.Path(__file__).resolve().parents[2] / "playbooks" / "site.yml"
 
 # Entry points that change no configuration: the checks, and package installs.
 NOTHING_TO_RESTART = {"preflight", "install"}
+# Roles that only bring settings (no tasks, so no handlers to notify).
+SETTINGS_ROLES = {"marionette.puppet_cluster.puppet_cluster"}
 
 
 def configuring_plays():
@@ -17,7 +19,8 @@ def configuring_plays():
         tasks = play.get("tasks", []) + play.get("pre_tasks", [])
         entry_points = {task["ansible.builtin.include_role"].get("tasks_from", "main")
                         for task in tasks if "ansible.builtin.include_role" in task}
-        if play.get("roles") or entry_points - NOTHING_TO_RESTART:
+        roles = {role if isinstance(role, str) else role["role"] for role in play.get("roles", [])}
+        if roles - SETTINGS_ROLES or entry_points - NOTHING_TO_RESTART:
             yield play
 
 
