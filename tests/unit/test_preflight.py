@@ -67,7 +67,7 @@ CASES = {
         dict(variables={"puppet_cluster_ssl_ciphers": "HIGH:!aNULL"}),
         "the cluster's cipher list must name ECDHE or DHE suites",
     ),
-    "combination 7": (dict(variables={"puppet_cluster_combination": 7}), "puppet_cluster_combination must be 1, 2, 3, 4 or 5 (got 7)"),
+    "combination 7": (dict(variables={"puppet_cluster_combination": 7}), "value of puppet_cluster_combination must be one of: 1, 2, 3, 4, 5, got: 7"),
     "no shared name": (dict(variables={"puppet_cluster_server_name": ""}), "puppet_cluster_server_name"),
     "no load balancer in combination 4": (
         dict(groups={k: v for k, v in GOOD_GROUPS.items() if k != "puppet_lb"}),
@@ -155,7 +155,7 @@ CASES = {
     ),
     "combination given as a word": (
         dict(variables={"puppet_cluster_combination": "four"}),
-        "puppet_cluster_combination must be 1, 2, 3, 4 or 5 (got four)",
+        "value of puppet_cluster_combination must be one of: 1, 2, 3, 4, 5, got: four",
     ),
     "autosign allowlist without names": (
         dict(variables={"puppet_ca_autosign": "allowlist"}),
