@@ -22,8 +22,8 @@ description:
   - TLS 1.3's suites (which OpenSSL configures apart from the list) come first when
     C(TLSv1.3) is among the protocols; without them Jetty would offer no TLS 1.3.
   - Only explicit ECDHE or DHE suites with AES-GCM or ChaCha20-Poly1305 are translated.
-    Keywords (C(HIGH), C(!aNULL)) and other suites fail with a message naming them:
-    Jetty cannot be given the same set, and the cluster would then offer two policies.
+    Keywords (C(HIGH), C(!aNULL)) and other suites fail with a message naming them, as
+    Jetty cannot be given the same set and the cluster would then offer two policies.
 positional: _input, protocols
 options:
   _input:
