@@ -72,16 +72,17 @@ def jsse_name(openssl_name):
 
 def jsse_cipher_suites(openssl_ciphers, protocols):
     names = [name for name in re.split(r"[:, ]+", str(openssl_ciphers).strip()) if name]
-    unknown = [name for name in names if jsse_name(name) is None]
+    translated = [jsse_name(name) for name in names]
+    unknown = [name for name, jsse in zip(names, translated) if jsse is None]
     if unknown or not names:
         raise AnsibleFilterError(
             "jsse_cipher_suites: %s: the cluster's cipher list must name ECDHE or DHE suites with "
             "AES-GCM or ChaCha20-Poly1305 one by one (OpenSSL names), so that Jetty offers the same "
             "suites as nginx and apache" % (", ".join(unknown) or "an empty list"))
     suites = list(TLS13_SUITES) if "TLSv1.3" in (protocols or []) else []
-    for name in names:
-        if jsse_name(name) not in suites:
-            suites.append(jsse_name(name))
+    for jsse in translated:
+        if jsse not in suites:
+            suites.append(jsse)
     return suites
 
 
