@@ -106,8 +106,10 @@ class Cluster:
         return self.host(master).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
 
     def tls_lbs(self):
-        """The load balancers that end TLS and vouch for clients in headers (tls mode)."""
-        return [lb for lb in self.lbs if self.var(lb, "puppet_lb_mode", "tcp") == "tls"]
+        """The load balancers that end TLS and vouch for clients in headers (tls mode): the
+        LB's puppet_lb_mode, else the cluster's puppet_cluster_lb_mode, as the roles read it."""
+        return [lb for lb in self.lbs
+                if self.var(lb, "puppet_lb_mode", self.var(lb, "puppet_cluster_lb_mode", "tcp")) == "tls"]
 
     def front_errors(self, master):
         """The last lines of the error log of a master's front (nginx or apache): why it
