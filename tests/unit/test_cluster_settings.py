@@ -30,8 +30,9 @@ BASE_VARS = {
 }
 
 
-MASTER_NAMES = ["puppet_master_trusted_proxy_certname"]
-LB_NAMES = ["puppet_lb_mode"]
+MASTER_NAMES = ["puppet_master_trusted_proxy_certname", "_puppet_master_ca_certname", "_puppet_master_ssldir",
+                "_puppet_cluster_roles_here"]
+LB_NAMES = ["puppet_lb_mode", "_puppet_lb_ca_certname", "_puppet_lb_ssldir", "_puppet_cluster_roles_here"]
 
 
 def resolve(tmp_path, all_vars=None, group_vars=None):
@@ -87,3 +88,17 @@ def test_a_tcp_load_balancer_is_trusted_by_no_master(tmp_path):
     for master in GROUPS["puppet_masters"]:
         assert resolved[master]["puppet_master_trusted_proxy_certname"] == "", resolved
     assert resolved["puppetlb.domain.com"]["puppet_lb_mode"] == "tcp", resolved
+
+
+def test_every_role_names_the_ca_and_the_ssldir_the_same_way(tmp_path):
+    """The CA's certname set on the CA host only reaches every role through the one
+    lookup in puppet_cluster, and each host's roles come from the one group map."""
+    resolved = resolve(tmp_path, group_vars={"puppet_ca": {"puppet_ca_certname": "ca.internal.domain.com"}})
+    for master in GROUPS["puppet_masters"]:
+        assert resolved[master]["_puppet_master_ca_certname"] == "ca.internal.domain.com", resolved
+        assert resolved[master]["_puppet_master_ssldir"] == "/var/lib/puppet/ssl", resolved
+        assert resolved[master]["_puppet_cluster_roles_here"] == ["puppet_master"], resolved
+    lb = resolved["puppetlb.domain.com"]
+    assert lb["_puppet_lb_ca_certname"] == "ca.internal.domain.com", resolved
+    assert lb["_puppet_lb_ssldir"] == "/var/lib/puppet/ssl", resolved
+    assert lb["_puppet_cluster_roles_here"] == ["puppet_lb"], resolved

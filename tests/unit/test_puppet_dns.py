@@ -43,6 +43,8 @@ PLAYBOOK = """
   hosts: ns1.domain.com
   gather_facts: false
   vars_files:
+    - {cluster}/defaults/main.yml
+    - {cluster}/vars/main.yml
     - {role}/defaults/main.yml
     - {role}/vars/main.yml
   tasks:
@@ -79,7 +81,7 @@ def render(tmp_path, extra_vars=None):
         }
     }
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    (tmp_path / "play.yml").write_text(PLAYBOOK.format(role=ROLE))
+    (tmp_path / "play.yml").write_text(PLAYBOOK.format(role=ROLE, cluster=ROLE.parent / 'puppet_cluster'))
     out = tmp_path / "out"
     out.mkdir()
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
