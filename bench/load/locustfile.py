@@ -11,7 +11,7 @@ plugins are in sync (no file_content downloads):
 then the connections are dropped, as the agent process ends: each run pays a TLS handshake
 with client certificate verification, like a real agent.
 
-Configuration comes from the environment (bench/load/driver.py sets it):
+Configuration comes from the environment (bench/load/locust_run.py sets it):
   BENCH_ADDR        IP address to connect to (lab host names do not resolve on the host)
   BENCH_TLS_NAME    name sent as SNI and Host, and checked in the server's certificate
   BENCH_PORT        8140 by default
@@ -43,7 +43,7 @@ FACTS_PATH = os.environ.get("BENCH_FACTS", "")
 REQLOG = os.environ.get("BENCH_REQLOG", "")
 TAG = os.environ.get("BENCH_TAG", "")
 # "production" is the lab's own code (a notify and a file); "bench" is the driver's
-# 30-module environment (bench/load/driver.py, bench_env_files), closer to a real catalog.
+# 30-module environment (bench/load/env.py, bench_env_files), closer to a real catalog.
 ENVIRONMENT = os.environ.get("BENCH_ENVIRONMENT", "production")
 # Pluginsync as puppet-agent 8.10 asks for it (copied from a master's access log of a real run):
 # the mount's top directory, then pluginfacts and plugins recursively.

@@ -1,0 +1,211 @@
+"""The measurement blocks of `bench/run load`: each gets the Lab, the parsed options, its
+result directory and the client certificates, and returns its result rows."""
+
+import json
+import os
+
+from .common import BACKEND_PROBE, FACTS, TUNING_SETTINGS, log
+from .lab import docker, lab_busy, set_cpuset
+from .locust_run import run_locust, summarize_rounds, warm_up
+
+
+def measure_rounds(lab, args, outdir, certnames, configs):
+    """Interleaves the configurations round by round, so that whatever else runs on the
+    shared machine weighs on all of them alike. configs: (key, label, entry, masters, setup, undo)."""
+    tags = {c[0]: [] for c in configs}
+    for rnd in range(1, args.rounds + 1):
+        for key, label, entry, _masters, setup, undo in configs:
+            try:
+                # Inside the try: a setup that fails half-way (front stopped, then aborted)
+                # is undone as well.
+                if setup:
+                    setup()
+                log(f"round {rnd}/{args.rounds}: {label} ({args.duration}s, {args.users} users)")
+                tag = f"m-{key}-r{rnd}"
+                run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+                tags[key].append(tag)
+            finally:
+                if undo:
+                    undo()
+    return [summarize_rounds(outdir, label, tags[key], masters) for key, label, _e, masters, _s, _u in configs]
+
+
+def block_entry(lab, args, outdir, certnames):
+    """Each master direct (nginx and apache fronts) and the LB over both, same users and time."""
+    eps = lab.entry_points()
+    warm_up(lab, outdir, eps, args.users, args.warmup, certnames)
+    return measure_rounds(lab, args, outdir, certnames, [
+        *[(key, f"{key} direct ({lab.front_label[key]})", eps[key], 1, None, None) for key in lab.masters],
+        ("lb", f"LB, two masters{' (Puppet 5.5 under Passenger)' if lab.name == 'legacy' else ''}", eps["lb"], 2,
+         None, None),
+    ])
+
+
+def only_puppet1_behind_lb(lab, certname):
+    def setup():
+        log("stopping puppet2's front (apache2)")
+        lab.stop_front("puppet2")
+
+    def undo():
+        if not lab.service_active(lab.masters["puppet2"], lab.front_service["puppet2"]):
+            log("restoring puppet2's front")
+            lab.start_front("puppet2", certname)
+    return setup, undo
+
+
+def block_lb_one(lab, args, outdir, certnames):
+    """puppet1 direct vs the LB with puppet2's front stopped (one master behind the LB)."""
+    eps = lab.entry_points()
+    warm_up(lab, outdir, eps, args.users, args.warmup, certnames)
+    setup, undo = only_puppet1_behind_lb(lab, certnames[0])
+    return measure_rounds(lab, args, outdir, certnames, [
+        ("puppet1-ref", "puppet1 direct (reference)", eps["puppet1"], 1, None, None),
+        ("lb-one", "LB, one master (puppet1)", eps["lb"], 1, setup, undo),
+    ])
+
+
+def block_pinned(lab, args, outdir, certnames):
+    """Two masters pinned to one core each (via the LB) vs one master pinned to one core."""
+    eps = lab.entry_points()
+    original = lab.cpusets()
+    log(f"original cpusets: {original}")
+    try:
+        set_cpuset(lab.masters["puppet1"], "0")
+        set_cpuset(lab.masters["puppet2"], "1")
+        log(f"pinned: {lab.cpusets()}")
+        warm_up(lab, outdir, eps, args.users, args.warmup, certnames)
+        # One pinned master direct, not behind the LB with the other front stopped: nothing
+        # but the pinning changes, so the block can run next to the lab's tests (the LB's own
+        # cost is measured in the lb-one block).
+        return measure_rounds(lab, args, outdir, certnames, [
+            ("pinned-two", "LB, two masters pinned to one core each", eps["lb"], 2, None, None),
+            ("pinned-one", "puppet1 direct, pinned to one core", eps["puppet1"], 1, None, None),
+        ])
+    finally:
+        for host, cpus in original.items():
+            set_cpuset(host, cpus)
+        log(f"cpusets restored: {lab.cpusets()}")
+
+
+# Where backend_probe.py is copied inside a master.
+PROBE_IN_CONTAINER = "/tmp/bench-backend-probe.py"
+
+
+def inside_catalogs(lab, host, mode, users, seconds):
+    """backend_probe.py inside a master: catalog POSTs on persistent connections, through the
+    front ("front") or to puppetserver's plain port ("backend"); returns its figures."""
+    lab.copy_to(host, BACKEND_PROBE, PROBE_IN_CONTAINER)
+    with open(FACTS, "rb") as fh:
+        facts = fh.read()
+    out = docker("exec", "-i", host, "python3", PROBE_IN_CONTAINER, mode, host, str(users), str(seconds),
+                 lab.environment, input_bytes=facts).stdout.decode()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_inside(lab, host, mode, users, seconds, ignore_restarts=False):
+    """inside_catalogs(), with what disturbed it (Lab.disturbances())."""
+    before, busy = lab.service_stamps(), lab_busy()
+    res = inside_catalogs(lab, host, mode, users, seconds)
+    res["disturbed"] = lab.disturbances(before, busy, ignore_restarts)
+    return res
+
+
+def block_backend(lab, args, outdir, _certnames):
+    """Inside one master (--master, default puppet1): catalogs from puppetserver's plain
+    loopback port vs through the master's front (nginx on puppet1, apache on puppet2).
+
+    The plain port is loopback only, so a small stdlib client (backend_probe.py) runs inside
+    the master container as the master itself (a master's own certificate may fetch its own
+    catalog). Same client, same container, same users: only the front differs.
+    """
+    key = args.master
+    host, front = lab.masters[key], lab.front_service[key]
+    log(f"inside {host}: warmup ({args.warmup}s, {args.users} threads)")
+    inside_catalogs(lab, host, "front", args.users, args.warmup)
+    results = []
+    for mode in ("front", "backend", "front2"):
+        log(f"inside {host}: {mode} ({args.duration}s, {args.users} threads)")
+        res = measure_inside(lab, host, "backend" if mode == "backend" else "front", args.users, args.duration)
+        label = {"front": f"inside {key}, via {front} front (TLS)",
+                 "backend": f"inside {key}, puppetserver plain port (no front)",
+                 "front2": f"inside {key}, via {front} front again"}[mode]
+        res.update(tag=f"inside-{mode}", label=label, masters=1, requests=res["catalogs"] + res["errors"])
+        results.append(res)
+    with open(os.path.join(outdir, "inside.json"), "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=1)
+    return results
+
+
+TUNING_FILES = ("/etc/puppet/puppet.conf", "/etc/puppet/puppetserver/conf.d/puppetserver.conf",
+                "/etc/default/puppetserver")
+TUNING_SAVE = "/root/bench-tuning-saved"
+# Where tuning_settings.sh is copied inside the master.
+TUNING_IN_CONTAINER = "/tmp/bench-tuning-settings.sh"
+
+
+def tuning_settings(lab, host, action):
+    """tuning_settings.sh inside the master: "stock" (saves the collection's files first) or
+    "restore"; returns what it printed."""
+    lab.copy_to(host, TUNING_SETTINGS, TUNING_IN_CONTAINER)
+    return lab.run_in(host, "sh", TUNING_IN_CONTAINER, action, TUNING_SAVE, *TUNING_FILES).stdout.decode().strip()
+
+
+def merged_inside_runs(label, runs):
+    """Several runs of backend_probe.py as one row: the architecture brief's way (catalog
+    requests only, persistent connections)."""
+    n = sum(r["catalogs"] for r in runs)
+    return {"label": label, "masters": 1, "catalogs": n, "requests": n + sum(r["errors"] for r in runs),
+            "catalogs_per_s": sum(r["catalogs_per_s"] for r in runs) / len(runs),
+            "round_catalogs_per_s": [round(r["catalogs_per_s"], 1) for r in runs],
+            "catalog_p50_ms": sum(r["catalog_p50_ms"] for r in runs) / len(runs),
+            "catalog_p95_ms": max(r["catalog_p95_ms"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "disturbed": sorted({d for r in runs for d in r["disturbed"]})}
+
+
+def block_tuning(lab, args, outdir, certnames):
+    """The collection's master settings vs Debian's stock puppetserver, on puppet1 (nginx
+    front) direct: tuned, stock, tuned again (each after its own warm-up), so that drift in
+    what else runs on the machine shows as a difference between the two tuned rounds."""
+    key, host = "puppet1", lab.masters["puppet1"]
+    entry = lab.entry_points()[key]
+    tags = {"tuned": [], "stock": []}
+    try:
+        for rnd, mode in enumerate(("tuned", "stock", "tuned"), start=1):
+            if mode == "stock":
+                out = tuning_settings(lab, host, "stock")
+                log(f"{host}: Debian's stock settings ({out})")
+                lab.restart_puppetserver(key, certnames[0])
+            elif rnd == 3:
+                log(f"{host}: the collection's settings again")
+                tuning_settings(lab, host, "restore")
+                lab.restart_puppetserver(key, certnames[0])
+            log(f"round {rnd}: {mode}: warm-up {args.warmup}s, then {args.duration}s"
+                f"{' (catalogs only, inside the master)' if args.catalogs_only else ''}")
+            tag = f"m-{mode}-r{rnd}"
+            if args.catalogs_only:
+                inside_catalogs(lab, host, "front", args.users, args.warmup)
+                # The block restarts puppetserver itself; only others driving the lab count.
+                tags[mode].append(measure_inside(lab, host, "front", args.users, args.duration, ignore_restarts=True))
+                continue
+            run_locust(lab, outdir, f"warmup-{mode}-r{rnd}", entry, args.users, args.warmup, certnames)
+            run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+            tags[mode].append(tag)
+    finally:
+        if lab.run_in(host, "test", "-d", TUNING_SAVE, check=False).returncode == 0:
+            log(f"{host}: restoring the collection's settings")
+            tuning_settings(lab, host, "restore")
+            lab.restart_puppetserver(key, certnames[0])
+    settings = lab.run_in(host, "sh", "-c", "grep -E '^environment_timeout' /etc/puppet/puppet.conf; "
+                          "grep -E '^\\s*max-active-instances' /etc/puppet/puppetserver/conf.d/puppetserver.conf; "
+                          "grep -E '^JAVA_ARGS' /etc/default/puppetserver").stdout.decode().strip()
+    if args.catalogs_only:
+        return [merged_inside_runs("inside puppet1, catalogs only, the collection's settings (two rounds)", tags["tuned"])
+                | {"settings": settings},
+                merged_inside_runs("inside puppet1, catalogs only, Debian's stock settings", tags["stock"])]
+    return [summarize_rounds(outdir, "puppet1 direct, the collection's settings (two rounds)", tags["tuned"], 1)
+            | {"settings": settings},
+            summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)]
+
+
+BLOCKS = {"tuning": block_tuning, "entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned, "backend": block_backend}

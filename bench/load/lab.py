@@ -1,0 +1,309 @@
+"""The lab a block or drill runs on: its hosts and names (the LABS table), and what the
+driver does to it (docker exec, services, CPU sets, readiness waits, the guard).
+
+Shaped like molecule/shared/tests/conftest.py's Cluster: one object, built from the lab's
+name, passed to every function that touches the lab.
+"""
+
+import hashlib
+import os
+import subprocess
+import time
+
+from .common import log, PORT
+from .tls import https_request, port_closed
+
+DOMAIN = "domain.com"
+# The labs the driver knows: Molecule's combination 4 (puppetserver 8.7 on Debian 13) and the
+# legacy scenario (Puppet 5.5 under Passenger on Debian 11), each before any migration.
+# `--lab` picks one; Lab(name) reads its row.
+LABS = {
+    "combo4": {
+        "ca": f"puppetca.{DOMAIN}", "lb": f"puppetlb.{DOMAIN}", "shared_name": f"puppet.{DOMAIN}",
+        "agent": f"agent1.{DOMAIN}",
+        "masters": {"puppet1": f"puppet1.{DOMAIN}", "puppet2": f"puppet2.{DOMAIN}"},
+        # Each master's TLS front (molecule/combo4/molecule.yml) and the units that serve it.
+        "front_service": {"puppet1": "nginx", "puppet2": "apache2"},
+        "front_label": {"puppet1": "nginx front", "puppet2": "apache front"},
+        "master_units": {"puppet1": ("puppetserver", "nginx"), "puppet2": ("puppetserver", "apache2")},
+        "ca_unit": "puppetserver",
+        "ca_cert_path": "/etc/puppet/puppetserver/ca/ca_crt.pem",
+        # One call for any number of names, comma-separated.
+        "ca_generate": ["puppetserver", "ca", "generate", "--certname"], "ca_generate_batch": True,
+        "status_path": "/status/v1/simple", "status_body": b"running",
+        "codedir": "/etc/puppet/code",
+    },
+    "legacy": {
+        "ca": f"ca5.{DOMAIN}", "lb": f"lb5.{DOMAIN}", "shared_name": f"puppet5.{DOMAIN}",
+        "agent": f"agent5.{DOMAIN}",
+        "masters": {"master5a": f"master5a.{DOMAIN}", "master5b": f"master5b.{DOMAIN}"},
+        "front_service": {"master5a": "apache2", "master5b": "nginx"},
+        "front_label": {"master5a": "Puppet 5.5, apache + mod_passenger",
+                        "master5b": "Puppet 5.5, nginx + Passenger Standalone"},
+        "master_units": {"master5a": ("apache2",), "master5b": ("puppet-passenger", "nginx")},
+        "ca_unit": "apache2",
+        "ca_cert_path": "/var/lib/puppet/ssl/ca/ca_crt.pem",
+        # Puppet 5's Ruby CA: one name per call (its CLI takes several, but a failure
+        # half-way would leave the batch unclear).
+        "ca_generate": ["puppet", "cert", "generate"], "ca_generate_batch": False,
+        # The Rack master has no /status/v1; Debian's config.ru wants an environment.
+        "status_path": "/puppet/v3/status/ready?environment=production", "status_body": b'"is_alive":true',
+        "codedir": "/etc/puppet/code",
+    },
+}
+
+
+def docker(*args, check=True, capture=True, input_bytes=None):
+    res = subprocess.run(["docker", *args], capture_output=capture, input=input_bytes, check=False)
+    if check and res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip() if capture else ""
+        raise RuntimeError(f"docker {' '.join(args[:3])}...: exit {res.returncode}: {err[-400:]}")
+    return res
+
+
+def ip_of(host):
+    out = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host).stdout
+    ip = out.decode().strip()
+    if not ip:
+        raise RuntimeError(f"{host} has no IP address")
+    return ip
+
+
+def set_cpuset(host, cpus):
+    # An empty original means "all CPUs"; docker update needs them spelled out.
+    value = cpus or f"0-{os.cpu_count() - 1}"
+    docker("update", "--cpuset-cpus", value, host)
+
+
+class LabInUse(RuntimeError):
+    """A converge or test started driving the lab while a drill had it in a changed state."""
+
+
+# ---------------------------------------------------------------- is someone else using the lab?
+
+# Converges and tests of the lab restart services without the lock; a measurement that
+# overlaps one is flagged instead of being reported as a clean figure.
+# Check-mode playbooks change nothing and are not counted, nor are pytest runs of unit tests
+# (`./lab sanity|lint|unit` never touch the containers; `./lab test` shows up as molecule).
+OTHER_ACTIVITY = ("ansible-playbook", "molecule ", "pytest")
+
+
+def drives_the_lab(cmd):
+    """Whether a process's command line is a converge or test of the lab (OTHER_ACTIVITY)."""
+    return (any(key in cmd for key in OTHER_ACTIVITY) and "--check" not in cmd
+            and ("pytest" not in cmd or "molecule/" in cmd))
+
+
+def lab_busy():
+    """Command lines of host processes that drive the lab (ansible, molecule, ./lab)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if drives_the_lab(cmd):
+            found.append(cmd[:120])
+    return found
+
+
+def poll(what, predicate, timeout, interval=0.5, abort_if_busy=False):
+    """Polls predicate() until it is true; raises after timeout seconds. With abort_if_busy,
+    raises LabInUse as soon as someone else drives the lab (lab_busy())."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if abort_if_busy and lab_busy():
+            raise LabInUse(f"while waiting for {what}: {lab_busy()[0][:100]}")
+        try:
+            if predicate():
+                return
+        except Exception as exc:  # noqa: BLE001 - a failing probe means "not yet"
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+
+
+def wait_quiet(timeout):
+    if lab_busy():
+        log(f"the lab is busy ({lab_busy()[0][:70]}...): waiting up to {timeout}s for it to finish")
+    try:
+        poll("no ansible/molecule run on the lab", lambda: not lab_busy(), timeout, interval=5)
+        return True
+    except TimeoutError:
+        log(f"the lab is still busy after {timeout}s: {lab_busy()[:1]}")
+        return False
+
+
+class Lab:
+    """One lab's hosts and names, and what a block or drill does to them."""
+
+    def __init__(self, name, environment="production"):
+        spec = LABS[name]
+        self.name = name
+        self.ca = spec["ca"]
+        self.lb = spec["lb"]
+        # The name agents use for the cluster: the LB's certificate is valid for it.
+        self.shared_name = spec["shared_name"]
+        self.agent = spec["agent"]
+        self.masters = spec["masters"]  # key (puppet1...) -> host
+        self.front_service = spec["front_service"]
+        self.front_label = spec["front_label"]
+        self.master_units = spec["master_units"]
+        self.ca_unit = spec["ca_unit"]
+        self.ca_cert_path = spec["ca_cert_path"]
+        self.ca_generate = spec["ca_generate"]
+        self.ca_generate_batch = spec["ca_generate_batch"]
+        self.status_path = spec["status_path"]
+        self.status_body = spec["status_body"]
+        self.codedir = spec["codedir"]
+        # The code the masters compile: the lab's own ("production") or env.py's ("bench").
+        self.environment = environment
+        # Set while a drill has stopped something: every wait checks that nobody else uses the
+        # lab, and gives up (the drill's finally blocks restore the lab at once) when someone does.
+        self.guard = False
+        # Locust runs started in the background by a drill: ended if the drill is aborted.
+        self.background = []
+
+    # ------------------------------------------------------------ names
+
+    @property
+    def bench_env_dir(self):
+        return f"{self.codedir}/environments/bench"
+
+    def results_name(self, block):
+        """The name of a block's result directories: the combo4 lab's bare, others' prefixed."""
+        return block if self.name == "combo4" else f"{self.name}-{block}"
+
+    def server_list(self):
+        """An agent's server_list: the LB's shared name first, then each master."""
+        return ",".join(f"{h}:{PORT}" for h in [self.shared_name, *self.masters.values()])
+
+    # ------------------------------------------------------------ running things
+
+    def run_in(self, host, *cmd, check=True):
+        """`docker exec host cmd...`; the result has stdout and stderr as bytes."""
+        return docker("exec", host, *cmd, check=check)
+
+    def copy_to(self, host, source, target):
+        """Copy a file of this host into a lab container (a program to run there)."""
+        docker("cp", source, f"{host}:{target}")
+
+    def wait_for(self, what, predicate, timeout, interval=0.5):
+        """poll(), which gives up with LabInUse while the guard is on and someone drives the lab."""
+        poll(what, predicate, timeout, interval, abort_if_busy=self.guard)
+
+    def stop_background(self):
+        for proc in self.background:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+
+    def wait_present(self, timeout=900):
+        names = [self.ca, self.lb, *self.masters.values()]
+
+        def present():
+            out = docker("ps", "--format", "{{.Names}}").stdout.decode().split()
+            return all(n in out for n in names)
+
+        self.wait_for("the lab containers (docker ps)", present, timeout, interval=5)
+
+    # ------------------------------------------------------------ services
+
+    def service(self, host, unit, action):
+        self.run_in(host, "systemctl", action, unit)
+
+    def service_active(self, host, unit):
+        return self.run_in(host, "systemctl", "is-active", unit, check=False).stdout.decode().strip() == "active"
+
+    def services(self):
+        """(host, units) of every lab service a measurement depends on."""
+        return ([(self.masters[k], self.master_units[k]) for k in self.masters]
+                + [(self.lb, ("nginx",)), (self.ca, (self.ca_unit,))])
+
+    def service_stamps(self):
+        """When each lab service last (re)started: a change during a run means it was disturbed."""
+        stamps = {}
+        for host, units in self.services():
+            for unit in units:
+                out = self.run_in(host, "systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", unit, check=False)
+                stamps[f"{host}:{unit}"] = out.stdout.decode().strip()
+        return stamps
+
+    def disturbances(self, stamps_before, busy_before, ignore_restarts=False):
+        """What disturbed a measurement that began with these stamps and lab_busy() answer:
+        lab services restarted meanwhile, and converges or tests driving the lab."""
+        after = self.service_stamps()
+        restarted = set() if ignore_restarts else {f"{k} restarted" for k in stamps_before
+                                                   if stamps_before[k] != after.get(k)}
+        busy = busy_before + lab_busy()
+        return sorted(restarted | ({"ansible/molecule running on the lab"} if busy else set()))
+
+    def status_ok(self, addr, name, certname):
+        """The lab's readiness endpoint answers through this entry point (status_path)."""
+        status, body = https_request(addr, name, "GET", self.status_path, certname=certname, timeout=5)
+        return status == 200 and self.status_body in body
+
+    def stop_front(self, key):
+        host = self.masters[key]
+        self.service(host, self.front_service[key], "stop")
+        addr = ip_of(host)
+        self.wait_for(f"{host}:{PORT} closed", lambda: port_closed(addr), 60)
+
+    def start_front(self, key, certname):
+        self.guard = False  # restoring: nothing may stop this wait early
+        host = self.masters[key]
+        self.service(host, self.front_service[key], "start")
+        addr = ip_of(host)
+        self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, host, certname), 120)
+
+    def restart_puppetserver(self, key, certname):
+        host = self.masters[key]
+        log(f"restarting puppetserver on {host}")
+        self.service(host, "puppetserver", "restart")
+        addr = ip_of(host)
+        self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, host, certname), 300)
+
+    # ------------------------------------------------------------ state a block may change
+
+    def cpusets(self):
+        return {h: docker("inspect", "-f", "{{.HostConfig.CpusetCpus}}", h).stdout.decode().strip()
+                for h in self.masters.values()}
+
+    def state(self):
+        """The services a block or drill may stop, and the masters' CPU sets."""
+        units = {(self.masters[k], unit) for k in self.masters for unit in self.master_units[k]} | {(self.ca, self.ca_unit)}
+        return {"active": {u: self.service_active(*u) for u in units}, "cpusets": self.cpusets()}
+
+    def restore(self, initial, certname):
+        """Safety net after every block and drill: whatever was running at its start runs again."""
+        for (host, unit), was_active in initial["active"].items():
+            if was_active and not self.service_active(host, unit):
+                log(f"safety net: starting {unit} on {host} again")
+                self.service(host, unit, "start")
+                self.wait_for(f"{host} ready", lambda h=host: self.status_ok(ip_of(h), h, certname), 240)
+        for host, cpus in initial["cpusets"].items():
+            if self.cpusets()[host] != cpus and cpus:
+                set_cpuset(host, cpus)
+
+    # ------------------------------------------------------------ entry points
+
+    def ca_fingerprint(self):
+        pem = self.run_in(self.ca, "cat", self.ca_cert_path).stdout
+        return hashlib.sha256(pem).hexdigest()
+
+    def entry_points(self):
+        """name -> (address, TLS name) of every way into the masters."""
+        eps = {key: (ip_of(host), host) for key, host in self.masters.items()}
+        eps["lb"] = (ip_of(self.lb), self.shared_name)
+        return eps
+
+    def wait_masters_ready(self, certname, timeout=240):
+        eps = self.entry_points()
+        for key in self.masters:
+            addr, name = eps[key]
+            self.wait_for(f"{name} {self.status_path} through its front",
+                          lambda a=addr, n=name: self.status_ok(a, n, certname), timeout)

@@ -1,0 +1,129 @@
+"""What a run shows: the table printed after a load block, and the plots in docs/img."""
+
+import json
+import os
+
+from .common import IMGDIR, RESULTS, log
+from .lab import Lab
+from .locust_run import read_reqlog
+
+
+def per_master_agents(res):
+    return res["catalogs_per_s"] * 1800 / max(1, res.get("masters", 1))
+
+
+def print_table(results):
+    print("| configuration | users | catalogs | catalogs/s | per round | p50 ms | p95 ms | errors | agents per master at 30 min | disturbed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        rounds = " / ".join(f"{v:.1f}" for v in r.get("round_catalogs_per_s", []))
+        print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | {rounds} | "
+              f"{r['catalog_p50_ms']:.0f} | {r['catalog_p95_ms']:.0f} | {r['errors']} | "
+              f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
+
+
+def read_summary(result_dir):
+    with open(os.path.join(result_dir, "summary.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def latest(block, lab="combo4", environment="production"):
+    """The newest result directory of a block on a lab with an environment's code."""
+    for d in sorted(os.listdir(RESULTS), reverse=True):
+        path = os.path.join(RESULTS, d, "summary.json")
+        if d.endswith(f"-{block}") and os.path.exists(path):
+            meta = read_summary(os.path.join(RESULTS, d))
+            if (meta.get("lab", "combo4"), meta.get("environment", "production")) == (lab, environment):
+                return os.path.join(RESULTS, d)
+    return None
+
+
+def plot_all(use=None):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(IMGDIR, exist_ok=True)
+    rows = []
+    chosen = {}
+    for d in use or []:  # result directories picked by hand, e.g. the least disturbed run
+        d = os.path.join(RESULTS, os.path.basename(d.rstrip("/")))
+        meta = read_summary(d)
+        if meta.get("environment", "production") == "bench":
+            chosen[f"{meta.get('lab', 'combo4')}:{meta['name']}:bench"] = d
+        elif meta.get("lab", "combo4") == "combo4":
+            chosen[meta["name"]] = d
+    for block in ("entry", "lb-one", "pinned", "backend"):
+        d = chosen.get(block) or latest(block)
+        if d:
+            rows += read_summary(d)["results"]
+    if rows:
+        bar_chart(plt, rows, ["#4c72b0" if r.get("masters", 1) == 1 else "#dd8452" for r in rows],
+                  "catalogs per second (Locust rows: whole agent runs; 'inside' rows: catalogs only)",
+                  "Catalog throughput per configuration\n(2 cores shared with the load generator; orange: two masters)",
+                  "load-throughput.png")
+    plot_bench_env(plt, chosen)
+    d = chosen.get("master-down") or latest("master-down")
+    if d:
+        plot_master_down(plt, d)
+
+
+def plot_master_down(plt, result_dir):
+    """Catalog latencies of the master-down drill over time, by compiling master."""
+    masters = Lab("combo4").masters  # the drills run on the combo4 lab only
+    summary = read_summary(result_dir)["results"][0]
+    rows = [r for r in read_reqlog(os.path.join(result_dir, "drill-requests.csv")) if r["name"] == "catalog"]
+    t0 = min(float(r["t_end"]) for r in rows)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, color in (("puppet1", "#4c72b0"), ("puppet2", "#dd8452")):
+        pts = [(float(r["t_end"]) - t0, float(r["ms"])) for r in rows
+               if r["compiled_on"] == masters[name] and not r["error"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, color=color, label=f"compiled on {name}")
+    errs = [(float(r["t_end"]) - t0, float(r["ms"])) for r in rows if r["error"]]
+    if errs:
+        ax.scatter([p[0] for p in errs], [p[1] for p in errs], s=20, marker="x", color="red", label="failed")
+    ev = summary["events"]
+    ax.axvspan(ev["stop"] - t0, ev["ready"] - t0, color="grey", alpha=0.2,
+               label=f"{summary['master']} front stopped")
+    ax.set_xlabel("seconds since the first catalog")
+    ax.set_ylabel("catalog latency (ms)")
+    ax.set_title(f"master-down drill through the LB ({summary['errors']} failed requests)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMGDIR, "load-master-down.png"), dpi=100)
+    log(f"wrote {os.path.join(IMGDIR, 'load-master-down.png')}")
+
+
+def bar_chart(plt, rows, colors, xlabel, title, filename):
+    """Catalogs per second of result rows, one bar each, into docs/img/<filename>."""
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
+    labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
+    vals = [r["catalogs_per_s"] for r in rows]
+    ax.barh(labels, vals, color=colors)
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:.1f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMGDIR, filename), dpi=100)
+    log(f"wrote {os.path.join(IMGDIR, filename)}")
+
+
+def plot_bench_env(plt, chosen):
+    """The 30-module code: puppetserver tuned and stock, per front and through the LB,
+    next to Puppet 5.5 under Passenger (the legacy lab) on the same machine."""
+    rows = []
+    for block, lab, prefix in (("tuning", "combo4", "puppetserver 8.7: "), ("entry", "combo4", "puppetserver 8.7: "),
+                               ("entry", "legacy", "")):
+        d = chosen.get(f"{lab}:{block}:bench") or latest(block, lab, "bench")
+        if d:
+            rows += [dict(r, label=prefix + r["label"]) for r in read_summary(d)["results"]]
+    if not rows:
+        return
+    colors = ["#55a868" if "Puppet 5" in r["label"] else "#c44e52" if "stock" in r["label"] else
+              "#dd8452" if r.get("masters", 1) == 2 else "#4c72b0" for r in rows]
+    bar_chart(plt, rows, colors,
+              "whole agent runs (catalogs) per second, the 30-module bench code (336 catalog resources)",
+              "puppetserver (tuned, stock) vs Puppet 5.5 under Passenger\n(2 cores shared with the load generator)",
+              "load-bench-env.png")

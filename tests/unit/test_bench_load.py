@@ -1,0 +1,257 @@
+"""Offline tests of the load driver's pure parts (bench/load/): the command line, the
+figures read from a per-request log, the bench environment, and the Lab's names (the
+measurements themselves need a running lab)."""
+
+import csv
+import io
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.load import backend_probe, cli, env, lab as lab_mod, locust_run, report  # noqa: E402
+from bench.load.drills import REFUSED_STREAK, RefusalStreaks  # noqa: E402
+
+REQLOG_HEADER = ["t_end", "tag", "certname", "name", "ms", "status", "error", "compiled_on"]
+
+
+def write_reqlog(directory, tag, rows):
+    """A per-request log as the locustfile writes it: rows of (t_end, name, ms, error, compiled_on)."""
+    with open(directory / f"{tag}-requests.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(REQLOG_HEADER)
+        for t_end, name, ms, error, compiled_on in rows:
+            writer.writerow([t_end, tag, "load-001.domain.com", name, ms, 0 if error else 200, error, compiled_on])
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_load_defaults():
+    args = cli.build_parser().parse_args(["load"])
+    assert (args.cmd, args.block, args.plot_only, args.use) == ("load", None, False, None)
+    assert (args.lab, args.environment, args.catalogs_only) == ("combo4", "production", False)
+    assert (args.users, args.duration, args.rounds, args.warmup) == (8, 30, 2, 30)
+    assert (args.master, args.down_catalogs) == ("puppet1", 150)
+
+
+def test_drill_defaults_and_names():
+    args = cli.build_parser().parse_args(["drill", "master-down"])
+    assert (args.cmd, args.name, args.duration) == ("drill", "master-down", 90)
+    for name in ("master-down", "ca-down", "revoke-under-load", "lb-restart"):
+        assert cli.build_parser().parse_args(["drill", name]).name == name
+
+
+@pytest.mark.parametrize("argv", [
+    ["drill"], ["drill", "nope"], ["load", "--block", "nope"], ["load", "--lab", "nope"],
+    ["load", "--master", "puppet3"], ["load", "--environment", "staging"], [],
+])
+def test_bad_arguments_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: bench/run")
+
+
+def test_blocks_repeatable():
+    args = cli.build_parser().parse_args(["load", "--block", "entry", "--block", "tuning", "--lab", "legacy"])
+    assert args.block == ["entry", "tuning"]
+    assert args.lab == "legacy"
+
+
+def test_locked_argv_carries_every_option():
+    """What `load` passes to its locked run parses back to the same options."""
+    args = cli.build_parser().parse_args(
+        ["load", "--lab", "legacy", "--environment", "bench", "--catalogs-only", "--users", "12",
+         "--duration", "45", "--rounds", "3", "--warmup", "20", "--master", "puppet2", "--down-catalogs", "99"])
+    again = cli.build_parser().parse_args(["_locked", "load", "entry", *cli.locked_argv(args)])
+    assert (again.kind, again.name) == ("load", "entry")
+    for option in ("lab", "environment", "catalogs_only", "users", "duration", "rounds", "warmup", "master", "down_catalogs"):
+        assert getattr(again, option) == getattr(args, option), option
+
+
+def test_default_blocks_known():
+    for lab_name, blocks in cli.DEFAULT_BLOCKS.items():
+        assert lab_name in lab_mod.LABS
+        assert set(blocks) <= set(cli.BLOCKS)
+    assert {("load", b) for b in cli.DEFAULT_BLOCKS["legacy"]} <= cli.LEGACY_BLOCKS
+    assert {name for kind, name in cli.CHANGES_STATE if kind == "drill"} == set(cli.DRILLS)
+
+
+# ---------------------------------------------------------------- figures from the request log
+
+def test_percentile():
+    values = [10.0, 20.0, 30.0, 40.0]
+    assert locust_run.percentile([], 0.5) == 0.0
+    assert locust_run.percentile(values, 0.5) == 30.0
+    assert locust_run.percentile(values, 0.95) == 40.0
+    assert locust_run.percentile(values, 0.0) == 10.0
+    assert backend_probe.percentile(values, 0.5) == locust_run.percentile(values, 0.5)
+
+
+def test_summarize(tmp_path):
+    write_reqlog(tmp_path, "m-lb-r1", [
+        (100.5, "node", 500, "", ""),  # started at 100.0
+        (101.0, "catalog", 200, "", "puppet1.domain.com"),
+        (102.0, "catalog", 400, "", "puppet2.domain.com"),
+        (103.0, "catalog", 300, "", "puppet1.domain.com"),
+        (104.0, "catalog", 100, "HTTP 502 Bad Gateway from the front", ""),
+        (105.0, "report", 50, "timeout", ""),
+    ])
+    res = locust_run.summarize(str(tmp_path), "m-lb-r1")
+    assert res["tag"] == "m-lb-r1"
+    assert res["wall_s"] == 5.0
+    assert res["catalogs"] == 3
+    assert res["catalogs_per_s"] == pytest.approx(0.6)
+    assert (res["catalog_p50_ms"], res["catalog_p95_ms"]) == (300.0, 400.0)
+    assert (res["requests"], res["errors"]) == (6, 2)
+    assert res["errors_by_kind"] == {"catalog: HTTP 502 Bad Gateway from the front": 1, "report: timeout": 1}
+    assert res["compiled_on"] == {"puppet1.domain.com": 2, "puppet2.domain.com": 1}
+    assert res["disturbed"] == []
+
+
+def test_summarize_reads_disturbed_and_refuses_empty_log(tmp_path):
+    write_reqlog(tmp_path, "t", [(11.0, "catalog", 1000, "", "puppet1.domain.com")])
+    (tmp_path / "t-disturbed.json").write_text('["ansible/molecule running on the lab"]', encoding="utf-8")
+    assert locust_run.summarize(str(tmp_path), "t")["disturbed"] == ["ansible/molecule running on the lab"]
+    write_reqlog(tmp_path, "empty", [])
+    with pytest.raises(RuntimeError, match="no requests logged"):
+        locust_run.summarize(str(tmp_path), "empty")
+    assert not locust_run.read_reqlog(str(tmp_path / "missing-requests.csv"))
+
+
+def test_summarize_rounds(tmp_path):
+    write_reqlog(tmp_path, "m-a-r1", [(10.0, "catalog", 1000, "", "p1"), (11.0, "catalog", 2000, "", "p1")])
+    write_reqlog(tmp_path, "m-a-r2", [(21.0, "catalog", 1000, "", "p2"), (22.0, "node", 1000, "refused", "")])
+    (tmp_path / "m-a-r2-disturbed.json").write_text('["puppet1:nginx restarted"]', encoding="utf-8")
+    res = locust_run.summarize_rounds(str(tmp_path), "config a", ["m-a-r1", "m-a-r2"], 2)
+    assert (res["label"], res["tags"], res["masters"]) == ("config a", ["m-a-r1", "m-a-r2"], 2)
+    assert res["wall_s"] == 4.0  # 2 s in each round
+    assert res["catalogs"] == 3
+    assert res["catalogs_per_s"] == pytest.approx(0.75)
+    assert res["round_catalogs_per_s"] == [1.0, 0.5]
+    assert (res["catalog_p50_ms"], res["catalog_p95_ms"]) == (1000.0, 2000.0)
+    assert (res["requests"], res["errors"]) == (4, 1)
+    assert res["errors_by_kind"] == {"node: refused": 1}
+    assert res["compiled_on"] == {"p1": 2, "p2": 1}
+    assert res["disturbed"] == ["puppet1:nginx restarted"]
+
+
+def test_print_table(capsys):
+    report.print_table([{"label": "LB, two masters", "users": 8, "catalogs": 90, "catalogs_per_s": 3.0,
+                         "round_catalogs_per_s": [2.9, 3.1], "catalog_p50_ms": 812.4, "catalog_p95_ms": 1500.6,
+                         "errors": 0, "masters": 2, "disturbed": []}])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| configuration | users | catalogs | catalogs/s |")
+    assert lines[2] == "| LB, two masters | 8 | 90 | 3.0 | 2.9 / 3.1 | 812 | 1501 | 0 | 2,700 | no |"
+
+
+# ---------------------------------------------------------------- the bench environment
+
+def test_bench_env_files():
+    files = env.bench_env_files()
+    assert len(files) == 1 + 2 * env.BENCH_MODULES
+    site = files["manifests/site.pp"]
+    assert site.count("  include bench_") == env.BENCH_MODULES
+    assert "include bench_01\n" in site and "include bench_30\n" in site
+    # The locustfile checks the notice that names the compiling master.
+    assert "compiled by ${server_facts['servername']} on ${compiled_on}" in site
+    init = files["modules/bench_07/manifests/init.pp"]
+    assert "class bench_07 (" in init
+    assert f"Integer $copies = {env.BENCH_FILES_PER_MODULE}," in init
+    assert "epp('bench_07/settings.epp'" in init
+    template = files["modules/bench_07/templates/settings.epp"]
+    assert template.startswith("<%- | Integer $index, String $node | -%>\n# bench module 07, file <%= $index %> of 10,")
+    assert "%" not in template.replace("<%", "").replace("%>", "")
+
+
+def test_bench_env_tar():
+    with tarfile.open(fileobj=io.BytesIO(env.bench_env_tar())) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == set(env.bench_env_files())
+        assert all(m.mode == 0o644 for m in members.values())
+        assert tar.extractfile("manifests/site.pp").read().decode() == env.bench_env_files()["manifests/site.pp"]
+
+
+# ---------------------------------------------------------------- the Lab's names
+
+@pytest.mark.parametrize("name", sorted(lab_mod.LABS))
+def test_lab_names(name):
+    spec = lab_mod.LABS[name]
+    lab = lab_mod.Lab(name, "bench")
+    assert (lab.name, lab.environment, lab.guard, lab.background) == (name, "bench", False, [])
+    for host in (lab.ca, lab.lb, lab.shared_name, lab.agent, *lab.masters.values()):
+        assert host.endswith(f".{lab_mod.DOMAIN}")
+    assert len(lab.masters) == 2
+    # Every master has its front and units; the units a block may stop are the lab's services.
+    assert set(lab.front_service) == set(lab.front_label) == set(lab.master_units) == set(lab.masters)
+    for key, front in lab.front_service.items():
+        assert front in lab.master_units[key]
+    assert lab.services() == [*[(lab.masters[k], spec["master_units"][k]) for k in lab.masters],
+                              (lab.lb, ("nginx",)), (lab.ca, (lab.ca_unit,))]
+    assert lab.bench_env_dir == "/etc/puppet/code/environments/bench"
+    assert lab.server_list() == ",".join(f"{h}:8140" for h in [lab.shared_name, *lab.masters.values()])
+    assert lab.results_name("entry") == ("entry" if name == "combo4" else f"{name}-entry")
+    assert lab_mod.Lab(name).environment == "production"
+
+
+def test_combo4_lab():
+    lab = lab_mod.Lab("combo4")
+    assert (lab.ca, lab.lb, lab.shared_name) == ("puppetca.domain.com", "puppetlb.domain.com", "puppet.domain.com")
+    assert lab.masters == {"puppet1": "puppet1.domain.com", "puppet2": "puppet2.domain.com"}
+    assert lab.front_service == {"puppet1": "nginx", "puppet2": "apache2"}
+    assert lab.status_path == "/status/v1/simple"
+
+
+def test_legacy_lab():
+    lab = lab_mod.Lab("legacy")
+    assert (lab.ca, lab.lb, lab.shared_name, lab.agent) == ("ca5.domain.com", "lb5.domain.com", "puppet5.domain.com",
+                                                            "agent5.domain.com")
+    assert lab.masters == {"master5a": "master5a.domain.com", "master5b": "master5b.domain.com"}
+    assert not lab.ca_generate_batch
+    assert lab.status_path.startswith("/puppet/v3/status/ready")
+
+
+@pytest.mark.parametrize("cmd, drives", [
+    ("ansible-playbook -i inventories/combo4 site.yml", True),
+    ("ansible-playbook -i inventories/combo4 site.yml --check", False),
+    ("/usr/bin/python3 /usr/bin/molecule test -s combo4", True),
+    ("python -m pytest -q tests/unit", False),
+    ("python -m pytest molecule/combo4/tests/test_default.py", True),
+    ("bash ./lab lint", False),
+])
+def test_drives_the_lab(cmd, drives):
+    assert lab_mod.drives_the_lab(cmd) is drives
+
+
+def test_lab_waits_give_up_when_guarded(monkeypatch):
+    """With the guard on, a wait ends with LabInUse as soon as someone drives the lab."""
+    monkeypatch.setattr(lab_mod, "lab_busy", lambda: ["ansible-playbook site.yml"])
+    lab = lab_mod.Lab("combo4")
+    lab.guard = True
+    with pytest.raises(lab_mod.LabInUse, match="while waiting for a thing"):
+        lab.wait_for("a thing", lambda: False, 5)
+    lab.guard = False
+    lab.wait_for("a thing", lambda: True, 5)
+    with pytest.raises(TimeoutError, match="a thing"):
+        lab.wait_for("a thing", lambda: False, 0.1, interval=0.05)
+
+
+def test_refusal_streaks():
+    streaks = RefusalStreaks(["puppet1", "lb"])
+    for _probe in range(REFUSED_STREAK):
+        streaks.record("puppet1", "HTTP 403", True)
+    streaks.record("lb", "HTTP 200", False)
+    assert not streaks.all_refusing()
+    for _probe in range(REFUSED_STREAK - 1):
+        streaks.record("lb", "TLS alert (SSLError)", True)
+    assert not streaks.all_refusing()
+    streaks.record("lb", "TLS alert (SSLError)", True)
+    assert streaks.all_refusing()
+    assert streaks.seen == {"puppet1": {"HTTP 403": REFUSED_STREAK},
+                            "lb": {"HTTP 200": 1, "TLS alert (SSLError)": REFUSED_STREAK}}
+    streaks.record("puppet1", "HTTP 200", False)
+    assert streaks.streak["puppet1"] == [None, 0, ""]
