@@ -13,7 +13,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROLES_DIR = REPO_ROOT / "roles"
 ROLES = sorted(p.name for p in ROLES_DIR.iterdir() if p.is_dir())
-TEMPLATES = sorted(ROLES_DIR.glob("*/templates/*.j2"))
+# A template named _*.j2 is a piece other templates include (roles/puppet_master/templates/
+# _apache-tls.conf.j2): the including template carries ansible_managed.
+TEMPLATES = sorted(p for p in ROLES_DIR.glob("*/templates/*.j2") if not p.name.startswith("_"))
 VALID_TYPES = {"str", "int", "bool", "list", "dict", "float", "path", "raw"}
 
 
