@@ -528,26 +528,40 @@ class PuppetCA:
             return None
         return resp.describe(), resp.status
 
-    def sign(self, names):
-        """Sign the requests of names: one POST when the server has bulk signing, else a PUT each."""
+    @staticmethod
+    def _fail_all(names, reason, result):
+        for name in names:
+            result['failed'][name] = reason
+        return result
+
+    def _bulk_or_each(self, names, supported, method, path, what, read_answer, one):
+        """One bulk request for all of names where the server has the endpoint, else one(name) each.
+
+        supported names the attribute that remembers whether it has (None: not tried yet), so a
+        later batch on the same client goes straight to one request a name. read_answer(names,
+        resp, result) reads a 200; any answer but 200 or a refusal fails every name with it.
+        """
         result = self._result()
         names = list(names)
         if not names:
             return result
-        if self.bulk_sign_supported is not False:
-            resp = self.request('POST', '/sign', {'certnames': names})
+        if getattr(self, supported) is not False:
+            resp = self.request(method, path, {'certnames': names})
             if resp.status in (403, 404, 405):
-                # No bulk signing on this server (puppetserver < 8.4.0) or no auth.conf rule for it.
-                self.bulk_sign_supported = False
+                # No such endpoint on this server (an older puppetserver) or no auth.conf rule for it.
+                setattr(self, supported, False)
             elif resp.status == 200:
-                self.bulk_sign_supported = True
-                return self._bulk_sign_result(names, resp, result)
+                setattr(self, supported, True)
+                return read_answer(names, resp, result)
             else:
-                reason = 'bulk signing (POST %s/sign) failed: %s' % (self.prefix, resp.describe())
-                for name in names:
-                    result['failed'][name] = reason
-                return result
-        return self._each(names, lambda n: self._put_state(n, 'signed'), result)
+                reason = '%s (%s %s%s) failed: %s' % (what, method, self.prefix, path, resp.describe())
+                return self._fail_all(names, reason, result)
+        return self._each(names, one, result)
+
+    def sign(self, names):
+        """Sign the requests of names: one POST when the server has bulk signing (8.4.0+), else a PUT each."""
+        return self._bulk_or_each(names, 'bulk_sign_supported', 'POST', '/sign', 'bulk signing',
+                                  self._bulk_sign_result, lambda n: self._put_state(n, 'signed'))
 
     def _bulk_sign_result(self, names, resp, result):
         try:
@@ -556,9 +570,7 @@ class PuppetCA:
             data = None
         if not isinstance(data, dict):
             reason = 'bulk signing (POST %s/sign) answered something else than the expected JSON object: %s' % (self.prefix, resp.describe())
-            for name in names:
-                result['failed'][name] = reason
-            return result
+            return self._fail_all(names, reason, result)
         signed = set(data.get('signed') or [])
         no_csr = set(data.get('no-csr') or [])
         errors = set(data.get('signing-errors') or [])
@@ -585,24 +597,6 @@ class PuppetCA:
         One ``PUT clean`` when the server has it, else ``PUT ... revoked`` then ``DELETE``
         per name, as ``puppetserver ca clean`` does.
         """
-        result = self._result()
-        names = list(names)
-        if not names:
-            return result
-        if self.bulk_clean_supported is not False:
-            resp = self.request('PUT', '/clean', {'certnames': names})
-            if resp.status in (403, 404, 405):
-                self.bulk_clean_supported = False
-            elif resp.status == 200:
-                # Names the CA says do not exist are gone already, which is what was asked.
-                self.bulk_clean_supported = True
-                result['done'].extend(names)
-                return result
-            else:
-                reason = 'bulk clean (PUT %s/clean) failed: %s' % (self.prefix, resp.describe())
-                for name in names:
-                    result['failed'][name] = reason
-                return result
         already_revoked = set(revoked)
 
         def clean_one(name):
@@ -613,7 +607,12 @@ class PuppetCA:
                     return outcome
             return self._delete(name)
 
-        return self._each(names, clean_one, result)
+        def cleaned(all_names, _resp, result):
+            # Names the CA says do not exist are gone already, which is what was asked.
+            result['done'].extend(all_names)
+            return result
+
+        return self._bulk_or_each(names, 'bulk_clean_supported', 'PUT', '/clean', 'bulk clean', cleaned, clean_one)
 
     def delete(self, names):
         """Delete the requests (and any certificate) of names: a DELETE each."""

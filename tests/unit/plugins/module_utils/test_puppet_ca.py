@@ -387,6 +387,56 @@ def test_clean_falls_back_to_revoke_then_delete(fake_ca):
     assert ca.bulk_clean_supported is False
 
 
+# sign() and clean() share _bulk_or_each: the same refusal, memory and failure for both endpoints.
+BULK = {
+    'sign': ('POST', '/sign', 'bulk_sign_supported', 'bulk signing', 'PUT', 'requested'),
+    'clean': ('PUT', '/clean', 'bulk_clean_supported', 'bulk clean', 'DELETE', 'revoked'),
+}
+
+
+def _bulk_answering(fake_ca, operation, code, text):
+    """A client, and a CA holding a.example.com and b.example.com whose bulk endpoint answers code."""
+    path, state = BULK[operation][1], BULK[operation][5]
+    fake = fake_ca([status(n, state) for n in ('a.example.com', 'b.example.com')])
+    original = fake.handle
+
+    def handle(method, url, body):
+        if url.endswith(path):
+            fake.log.append((method, url, body))
+            return code, text, 'text/plain'
+        return original(method, url, body)
+    fake.handle = handle
+    return PuppetCA(URL), fake
+
+
+@pytest.mark.parametrize('operation', sorted(BULK))
+def test_bulk_refused_with_405_falls_back_once_per_client(fake_ca, operation):
+    method, path, supported, _what, last, _state = BULK[operation]
+    ca, fake = _bulk_answering(fake_ca, operation, 405, b'Method Not Allowed')
+    kwargs = {'revoked': ['a.example.com', 'b.example.com']} if operation == 'clean' else {}
+    assert getattr(ca, operation)(['a.example.com'], **kwargs) == {'done': ['a.example.com'], 'failed': {}}
+    assert getattr(ca, supported) is False
+    assert [(m, p) for (m, p, _b) in fake.log] == [
+        (method, '/puppet-ca/v1' + path), (last, '/puppet-ca/v1/certificate_status/a.example.com')]
+    # The next batch on this client goes straight to one request a name.
+    assert getattr(ca, operation)(['b.example.com'], **kwargs)['done'] == ['b.example.com']
+    assert [(m, p) for (m, p, _b) in fake.log[2:]] == [(last, '/puppet-ca/v1/certificate_status/b.example.com')]
+
+
+@pytest.mark.parametrize('operation', sorted(BULK))
+def test_bulk_server_error_fails_every_name_and_falls_back_to_nothing(fake_ca, operation):
+    method, path, supported, what, _last, _state = BULK[operation]
+    ca, fake = _bulk_answering(fake_ca, operation, 500, b'disk full')
+    result = getattr(ca, operation)(['a.example.com', 'b.example.com'])
+    assert result['done'] == []
+    assert set(result['failed']) == {'a.example.com', 'b.example.com'}
+    assert result['failed']['a.example.com'].startswith('%s (%s /puppet-ca/v1%s) failed: HTTP 500' % (what, method, path))
+    # Not known to be missing: the next batch tries the bulk endpoint again.
+    assert getattr(ca, supported) is None
+    assert len(fake.log) == 1
+    assert getattr(ca, operation)([]) == {'done': [], 'failed': {}} and len(fake.log) == 1
+
+
 def test_delete_requests(fake_ca):
     fake = fake_ca([status('q.example.com')])
     ca = PuppetCA(URL)
