@@ -61,6 +61,8 @@ def test_a_broken_front_configuration_fails_every_run_and_the_fronts_keep_servin
             # Neither web server took the broken file: every entry point still serves.
             assert set(fronts_serve(cluster).values()) == {200}, (attempt, fronts_serve(cluster))
     finally:
+        # In finally, so a failed check above still leaves a working lab behind for the
+        # tests after this one; a failed repair is reported with the first failure.
         repaired = cluster.run_playbook("site.yml", args=args)
-    assert repaired.returncode == 0, repaired.stdout[-6000:] + repaired.stderr[-2000:]
+        assert repaired.returncode == 0, repaired.stdout[-6000:] + repaired.stderr[-2000:]
     assert set(fronts_serve(cluster).values()) == {200}, fronts_serve(cluster)
