@@ -81,7 +81,10 @@ def render(role: str) -> str:
             out += [markup(spec.get("short_description", "")), ""]
             out += [f"- {line}" for line in lines_of(spec.get("description"))] + [""]
         options = spec.get("options") or {}
-        if options:
+        if entry != "main" and options and options is main.get("options"):
+            # A YAML alias of main's options (preflight, install): one table is enough.
+            out += ["The variables of [`main`](#entry-point-main), checked by the same argument spec.", ""]
+        elif options:
             out += ["| variable | type | default | description |", "|---|---|---|---|"]
             out += option_rows(options) + [""]
         else:

@@ -95,18 +95,24 @@ CASES = {
     ),
     "TLS 1.0 on the masters' fronts": (
         dict(variables={"puppet_master_ssl_protocols": ["TLSv1", "TLSv1.2"]}),
-        "puppet_master_ssl_protocols may hold only TLSv1.2 and TLSv1.3",
+        "value of puppet_master_ssl_protocols must be one or more of: TLSv1.2, TLSv1.3. Got no match for: TLSv1",
     ),
     "RC4 in the load balancer's ciphers": (
         dict(variables={"puppet_lb_mode": "tls", "puppet_lb_ssl_ciphers": "ECDHE-RSA-AES128-GCM-SHA256:RC4-SHA"}),
         "puppet_lb_ssl_ciphers no RC4, NULL, EXPORT, DES, MD5 or anonymous cipher",
     ),
-    "autosign true": (dict(variables={"puppet_ca_autosign": True}), "Autosigning everything (true) is not offered"),
+    "autosign true": (
+        dict(variables={"puppet_ca_autosign": True}),
+        "value of puppet_ca_autosign must be one of: off, allowlist, policy, got: True",
+    ),
     "autosign policy without a password": (
         dict(variables={"puppet_ca_autosign": "policy"}),
-        "puppet_ca_autosign_challenge_password of 16 characters",
+        "policy a puppet_ca_autosign_challenge_password of 16 characters or more",
     ),
-    "unknown front": (dict(variables={"puppet_master_frontend": "lighttpd"}), "must be none, nginx or apache"),
+    "unknown front": (
+        dict(variables={"puppet_master_frontend": "lighttpd"}),
+        "value of puppet_master_frontend must be one of: none, nginx, apache, got: lighttpd",
+    ),
     "passenger on Debian 12 or 13": (
         dict(variables={"puppet_master_app_server": "passenger"}),
         "and passenger (Puppet 5) on {'Debian': ['11']}; puppet1.domain.com runs Debian 12 and asks for passenger",
@@ -119,7 +125,10 @@ CASES = {
         dict(variables={"puppet_lb_mode": "tls"}, host_vars={"puppet2.domain.com": {"puppet_master_frontend": "none"}}),
         "would trust X-Client headers from every client",
     ),
-    "unknown load balancer mode": (dict(variables={"puppet_lb_mode": "udp"}), "puppet_lb_mode must be tcp or tls"),
+    "unknown load balancer mode": (
+        dict(variables={"puppet_lb_mode": "udp"}),
+        "value of puppet_lb_mode must be one of: tcp, tls, got: udp",
+    ),
     "combination 1 with a CA that does not compile": (
         dict(variables={"puppet_cluster_combination": 1, "puppet_lb_mode": "tls"}),
         "the CA host puppetca.domain.com must be in puppet_masters in combination 1",
@@ -159,7 +168,7 @@ CASES = {
     ),
     "autosign allowlist without names": (
         dict(variables={"puppet_ca_autosign": "allowlist"}),
-        "allowlist (with a non-empty puppet_ca_autosign_allowlist)",
+        "puppet_ca_autosign allowlist needs a non-empty puppet_ca_autosign_allowlist",
     ),
     # Issue 15, item 1: autosign never signs the hosts the play signs itself.
     "autosign allowlist of everything": (
@@ -195,6 +204,35 @@ CASES = {
         "puppet_master_code_git_repo (--upload-pack=touch /tmp/injected) starts with '-': git would read it as an option",
     ),
 }
+
+
+# Issue 16: a wrong type stops the run in the first play, by the argument spec of the
+# role's preflight entry point, before any package is installed (before, the main
+# entry point's spec caught it only after the install play had changed every host).
+TYPE_CASES = {
+    "master port as a word": (
+        dict(variables={"puppet_master_port": "eighty"}),
+        "argument 'puppet_master_port' is of type str and we were unable to convert to int",
+    ),
+    "LB failure count as a word": (
+        dict(variables={"puppet_lb_max_fails": "many"}),
+        "argument 'puppet_lb_max_fails' is of type str and we were unable to convert to int",
+    ),
+    "CA start timeout as a word": (
+        dict(variables={"puppet_ca_start_timeout": "slow"}),
+        "argument 'puppet_ca_start_timeout' is of type str and we were unable to convert to int",
+    ),
+    "agent bootstrap timeout as a word": (
+        dict(variables={"puppet_agent_bootstrap_timeout": "soon"}),
+        "argument 'puppet_agent_bootstrap_timeout' is of type str and we were unable to convert to int",
+    ),
+    "DNS TTL as a word": (
+        dict(variables={"puppet_cluster_combination": 3, "puppet_dns_ttl": "short"},
+             groups={**{k: v for k, v in GOOD_GROUPS.items() if k != "puppet_lb"}, "puppet_dns": ["ns.domain.com"]}),
+        "argument 'puppet_dns_ttl' is of type str and we were unable to convert to int",
+    ),
+}
+CASES.update(TYPE_CASES)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

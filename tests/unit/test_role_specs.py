@@ -182,3 +182,16 @@ def test_template_starts_with_ansible_managed(template):
     assert "ansible_managed" in line, (
         f"{template.relative_to(REPO_ROOT)}: line {index + 1} must contain ansible_managed, found {line!r}"
     )
+
+
+# site.yml runs every role's preflight, then its install, on every host before the first
+# configuring play: their specs are main's (a YAML alias), so a wrong type stops the run
+# before any package is installed.
+@pytest.mark.parametrize("role", sorted(set(ROLES) - SETTINGS_ROLES))
+def test_early_entry_points_check_mains_options(role):
+    entry_points = _entry_points(role)
+    for early in ("preflight", "install"):
+        assert (ROLES_DIR / role / "tasks" / f"{early}.yml").is_file(), f"{role}: no tasks/{early}.yml"
+        assert early in entry_points, f"{role}: meta/argument_specs.yml has no {early!r} entry point"
+        assert entry_points[early].get("options") == entry_points["main"].get("options"), (
+            f"{role}: the {early!r} entry point must check main's options (options: *{role}_options)")
