@@ -176,6 +176,28 @@ def test_plain_http_backends_are_not_reachable_from_outside(cluster):
             assert probe.rc != 0, master
 
 
+def test_only_root_and_the_front_reach_the_backend_port(cluster):
+    """Issue 15, item 4: puppetserver believes the X-Client-* headers on its loopback
+    port, so an unprivileged local user there could read any node's catalog. The backend
+    guard resets that user's connection; root (and the front, as www-data: every catalog
+    served through a front in these tests) still gets through."""
+    agent = cluster.agents[0]
+    for master in cluster.masters:
+        front = cluster.var(master, "puppet_master_frontend", "nginx")
+        if front == "none" or not cluster.var(master, "puppet_master_backend_guard", True):
+            continue
+        host = cluster.host(master)
+        forged = (f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 20 -H 'X-Client-Verify: SUCCESS' "
+                  f"-H 'X-Client-DN: CN={agent}' http://127.0.0.1:18140/puppet/v3/catalog/{agent}?environment=production")
+        as_nobody = host.run(f"setpriv --reuid=65534 --regid=65534 --clear-groups {forged}")
+        # curl: 7, the connection was refused (the guard's reset answers the SYN).
+        assert as_nobody.rc == 7 and as_nobody.stdout in ("", "000"), (master, as_nobody.rc, as_nobody.stdout)
+        as_root = host.run(forged)
+        assert as_root.rc == 0 and as_root.stdout == "200", (master, as_root.rc, as_root.stdout)
+        counted = host.run("nft list table inet puppet_backend_guard").stdout
+        assert "reject with tcp reset" in counted and "packets 0 " not in counted, (master, counted)
+
+
 @pytest.mark.parametrize("protocol,accepted", [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
 def test_only_tls_1_2_and_newer_are_offered(cluster, protocol, accepted):
     agent = cluster.host(cluster.agents[0])
