@@ -5,6 +5,10 @@ its certificate (issued by the Puppet 5 CA) and afterwards runs cleanly against 
 new masters. Runs after test_legacy.py: it retires the Passenger masters.
 """
 
+import glob
+import os
+import tempfile
+
 from conftest import SSLDIR
 from test_rollout import AgentTraffic
 
@@ -54,6 +58,33 @@ def test_migration_keeps_agents_running_with_their_certificates(cluster):
         assert not host.socket("tcp://0.0.0.0:8140").is_listening, master
         status = ca.run(f"puppetserver ca list --certname {master}")
         assert "Revoked" in status.stdout or "revoked" in status.stdout, status.stdout + status.stderr
+
+
+def test_the_puppet5_ca_no_longer_signs_and_the_ca_files_are_gone(cluster):
+    """Issue 15, item 8: after the migration the Puppet 5 CA cannot sign with the key the
+    new CA uses (its serials would repeat), and the CA's packed files are nowhere. Runs
+    after the migration above."""
+    old_ca = cluster.host(cluster.ca)
+    new_ca = cluster.host(cluster.groups["lab_new_ca"][0])
+    # Its apache (the Puppet 5 CA under Passenger) is stopped and stays so after a reboot.
+    assert not old_ca.service("apache2").is_running
+    assert not old_ca.service("apache2").is_enabled
+    assert not old_ca.socket("tcp://0.0.0.0:8140").is_listening
+    # The key is out of Puppet's reach: not in the CA directory, root's alone elsewhere.
+    assert not old_ca.file(f"{SSLDIR}/ca/ca_key.pem").exists
+    retired = old_ca.file("/root/puppet5-ca-retired/ca_key.pem")
+    assert retired.exists and retired.user == "root" and retired.mode == 0o600
+    assert old_ca.file("/root/puppet5-ca-retired").mode == 0o700
+    # The same key the new CA signs with (the one moved, not a lost one).
+    modulus = "openssl rsa -noout -modulus -in {}"
+    assert (old_ca.run(modulus.format("/root/puppet5-ca-retired/ca_key.pem")).stdout
+            == new_ca.run(modulus.format("/etc/puppet/puppetserver/ca/ca_key.pem")).stdout != "")
+    # The export and import copies are gone from both hosts and from the controller.
+    assert not old_ca.file("/root/puppet5-ca-export.tar").exists
+    assert not new_ca.file("/root/puppet5-ca-import").exists
+    # ansible.builtin.tempfile on the controller: Python's temporary directory.
+    left = glob.glob(os.path.join(tempfile.gettempdir(), "puppet5-ca-*"))
+    assert not left, left
 
 
 def serial(host, path):
