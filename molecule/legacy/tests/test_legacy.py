@@ -116,3 +116,45 @@ def test_a_revoked_certificate_is_refused_at_every_entry_point(cluster):
         90, f"{name} refused at every entry point after its revocation",
     )
     client.run(f"rm -f {SSLDIR}/certs/{name}.pem {SSLDIR}/private_keys/{name}.pem")
+
+
+def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
+    """Issue 15, item 2: the Puppet 5 CA refuses a second request under a name, and the
+    agent's `--waitforcert 0` run ends with the same words as for a stored one. A decoy
+    request filed first under a new master's name must not be signed by the play."""
+    ca = cluster.host(cluster.ca)
+    agent = cluster.agents[0]
+    client = cluster.host(agent)
+    name = "newmaster5.domain.com"
+    decoy = client.run(
+        f"set -e; cd /tmp; openssl req -new -newkey rsa:2048 -nodes -keyout decoy.key -subj /CN={name} -out decoy.csr "
+        f"2>/dev/null; curl -s -o /dev/null -w '%{{http_code}}' --cacert {SSLDIR}/certs/ca.pem -X PUT "
+        f"-H 'Content-Type: text/plain' --data-binary @decoy.csr "
+        f"'https://{cluster.ca}:8140/puppet-ca/v1/certificate_request/{name}?environment=production'")
+    assert decoy.rc == 0 and decoy.stdout.startswith("2"), (decoy.rc, decoy.stdout, decoy.stderr)
+    fingerprint = client.run("openssl req -in /tmp/decoy.csr -outform DER | openssl dgst -sha256 -c").stdout
+    fingerprint = fingerprint.split("= ", 1)[1].strip().upper()
+    listed = ca.run(f"puppet cert list {name} --color=false")
+    assert f'"{name}"' in listed.stdout and not listed.stdout.lstrip().startswith("+"), listed.stdout
+    playbook = tmp_path / "enroll.yml"
+    playbook.write_text(
+        f"- hosts: {agent}\n  gather_facts: true\n  tasks:\n"
+        "    - ansible.builtin.include_role:\n"
+        "        name: marionette.puppet_cluster.puppet_agent\n        tasks_from: enroll\n"
+        f"      vars:\n        puppet_agent_certname: {name}\n        puppet_agent_bootstrap_timeout: 10\n")
+    try:
+        play = cluster.run_playbook(str(playbook))
+        output = " ".join((play.stdout + play.stderr).split())
+        assert play.returncode != 0, play.stdout[-4000:]
+        # The agent's own request was refused as a duplicate (or, had it been stored in
+        # its place, its fingerprint would not match): the play says so and signs nothing.
+        assert f"{name}: the CA did not store this host's request" in output or \
+            f"{name}: the request the CA holds under this name" in output, output[-4000:]
+        assert "Nothing was signed." in output, output[-4000:]
+        # Still the decoy's request, pending: nothing under that name was signed.
+        after = ca.run(f"puppet cert list --all --color=false | grep '\"{name}\"'").stdout.strip()
+        assert after.startswith(f'"{name}"') and fingerprint in after, (after, fingerprint)
+    finally:
+        ca.run(f"puppet cert clean {name} --color=false")
+        client.run(f"rm -f {SSLDIR}/certs/{name}.pem {SSLDIR}/private_keys/{name}.pem "
+                   f"{SSLDIR}/public_keys/{name}.pem {SSLDIR}/certificate_requests/{name}.pem /tmp/decoy.key /tmp/decoy.csr")
