@@ -133,6 +133,7 @@ def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
         f"'https://{cluster.ca}:8140/puppet-ca/v1/certificate_request/{name}?environment=production'")
     assert decoy.rc == 0 and decoy.stdout.startswith("2"), (decoy.rc, decoy.stdout, decoy.stderr)
     fingerprint = client.run("openssl req -in /tmp/decoy.csr -outform DER | openssl dgst -sha256 -c").stdout
+    # As `puppet cert list` prints a request: SHA-256 of the DER request, upper case.
     fingerprint = fingerprint.split("= ", 1)[1].strip().upper()
     listed = ca.run(f"puppet cert list {name} --color=false")
     assert f'"{name}"' in listed.stdout and not listed.stdout.lstrip().startswith("+"), listed.stdout
@@ -146,11 +147,9 @@ def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
         play = cluster.run_playbook(str(playbook))
         output = " ".join((play.stdout + play.stderr).split())
         assert play.returncode != 0, play.stdout[-4000:]
-        # The agent's own request was refused as a duplicate (or, had it been stored in
-        # its place, its fingerprint would not match): the play says so and signs nothing.
-        assert f"{name}: the CA did not store this host's request" in output or \
-            f"{name}: the request the CA holds under this name" in output, output[-4000:]
-        assert "Nothing was signed." in output, output[-4000:]
+        # The agent's own request was refused as a duplicate: the play says so and signs nothing.
+        assert f"{name}: the request the CA holds under this name carries another key" in output, output[-4000:]
+        assert "another request came first. Nothing was signed." in output, output[-4000:]
         # Still the decoy's request, pending: nothing under that name was signed.
         after = ca.run(f"puppet cert list --all --color=false | grep '\"{name}\"'").stdout.strip()
         assert after.startswith(f'"{name}"') and fingerprint in after, (after, fingerprint)
