@@ -126,17 +126,6 @@ def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
     agent = cluster.agents[0]
     client = cluster.host(agent)
     name = "newmaster5.domain.com"
-    decoy = client.run(
-        f"set -e; cd /tmp; openssl req -new -newkey rsa:2048 -nodes -keyout decoy.key -subj /CN={name} -out decoy.csr "
-        f"2>/dev/null; curl -s -o /dev/null -w '%{{http_code}}' --cacert {SSLDIR}/certs/ca.pem -X PUT "
-        f"-H 'Content-Type: text/plain' --data-binary @decoy.csr "
-        f"'https://{cluster.ca}:8140/puppet-ca/v1/certificate_request/{name}?environment=production'")
-    assert decoy.rc == 0 and decoy.stdout.startswith("2"), (decoy.rc, decoy.stdout, decoy.stderr)
-    fingerprint = client.run("openssl req -in /tmp/decoy.csr -outform DER | openssl dgst -sha256 -c").stdout
-    # As `puppet cert list` prints a request: SHA-256 of the DER request, upper case.
-    fingerprint = fingerprint.split("= ", 1)[1].strip().upper()
-    listed = ca.run(f"puppet cert list {name} --color=false")
-    assert f'"{name}"' in listed.stdout and not listed.stdout.lstrip().startswith("+"), listed.stdout
     playbook = tmp_path / "enroll.yml"
     playbook.write_text(
         f"- hosts: {agent}\n  gather_facts: true\n  tasks:\n"
@@ -144,6 +133,21 @@ def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
         "        name: marionette.puppet_cluster.puppet_agent\n        tasks_from: enroll\n"
         f"      vars:\n        puppet_agent_certname: {name}\n        puppet_agent_bootstrap_timeout: 10\n")
     try:
+        decoy = client.run(
+            f"set -e; cd /tmp; openssl req -new -newkey rsa:2048 -nodes -keyout decoy.key -subj /CN={name} "
+            f"-out decoy.csr 2>/dev/null; curl -s -o /dev/null -w '%{{http_code}}' --cacert {SSLDIR}/certs/ca.pem "
+            f"-X PUT -H 'Content-Type: text/plain' --data-binary @decoy.csr "
+            f"'https://{cluster.ca}:8140/puppet-ca/v1/certificate_request/{name}?environment=production'")
+        # Puppet 5.5 on Ruby 2.7 stores the request, then answers 500 ("can't modify
+        # frozen String"): what counts is the pending request below.
+        assert decoy.rc == 0 and decoy.stdout in ("200", "500"), (decoy.rc, decoy.stdout, decoy.stderr)
+        # As `puppet cert list` prints a request: SHA-256 of the DER request, upper case.
+        fingerprint = client.run("openssl req -in /tmp/decoy.csr -outform DER | openssl dgst -sha256 -c").stdout
+        fingerprint = fingerprint.split("= ", 1)[1].strip().upper()
+        pending = f"puppet cert list --all --color=false | grep '\"{name}\"'"
+        listed = ca.run(pending).stdout.strip()
+        assert listed.startswith(f'"{name}"') and fingerprint in listed, (listed, fingerprint)
+
         play = cluster.run_playbook(str(playbook))
         output = " ".join((play.stdout + play.stderr).split())
         assert play.returncode != 0, play.stdout[-4000:]
@@ -151,7 +155,7 @@ def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
         assert f"{name}: the request the CA holds under this name carries another key" in output, output[-4000:]
         assert "another request came first. Nothing was signed." in output, output[-4000:]
         # Still the decoy's request, pending: nothing under that name was signed.
-        after = ca.run(f"puppet cert list --all --color=false | grep '\"{name}\"'").stdout.strip()
+        after = ca.run(pending).stdout.strip()
         assert after.startswith(f'"{name}"') and fingerprint in after, (after, fingerprint)
     finally:
         ca.run(f"puppet cert clean {name} --color=false")
