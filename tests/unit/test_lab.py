@@ -100,3 +100,20 @@ def test_lint_fails_when_any_of_its_checks_fails(tmp_path, failing):
     env = dict(os.environ, LAB_VENV=str(venv), LAB_LOG_DIR=str(tmp_path / "logs"))
     result = run_lab("lint", env=env)
     assert result.returncode != 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("lines,summary,ok", [
+    # Every step passed, each line with its CPU seconds last (the line ended in "passed"
+    # before those were added, and "passed$" then counted nothing: "0 passed, 10 failed").
+    (["lint 24 passed 30"] + [f"step{i} 300 passed 420" for i in range(9)], "10 passed, 0 failed", True),
+    (["lint 24 failed 30"] + [f"step{i} 300 passed 420" for i in range(9)], "9 passed, 1 failed", False),
+    # A lane that died after two steps: the steps it never wrote count as failed.
+    (["lint 24 passed 30", "unit 180 passed 240"], "2 passed, 8 failed", False),
+])
+def test_the_summary_counts_each_steps_result(tmp_path, lines, summary, ok):
+    results = tmp_path / "results"
+    (tmp_path / "results.1").write_text("\n".join(lines) + "\n")
+    result = subprocess.run(["bash", "-c", f'. "{LAB}"; summarize_results "{results}"'], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.stdout.strip() == summary, result.stdout + result.stderr
+    assert (result.returncode == 0) == ok
