@@ -21,6 +21,8 @@ import testinfra
 import yaml
 
 SSLDIR = "/var/lib/puppet/ssl"
+# openssl s_client's protocol options and the names it prints for them.
+TLS_NAMES = {"-tls1_1": r"TLSv1\.1", "-tls1_2": r"TLSv1\.2", "-tls1_3": r"TLSv1\.3"}
 
 
 class Entry(collections.namedtuple("Entry", "name host")):
@@ -133,6 +135,33 @@ class Cluster:
         out = self.host(client).run(shlex.join(args)).stdout.strip()
         return int(out) if out.isdigit() else 0
 
+    def tls_handshake(self, client, entry, protocol):
+        """`openssl s_client` from `client` to `entry` with only `protocol` (-tls1_1,
+        -tls1_2, -tls1_3), verifying the server's certificate. The ciphers are at security
+        level 0: OpenSSL 3 at its default level does not offer TLS 1.1 at all and fails
+        before a byte is sent, which would make any server look as if it refused 1.1."""
+        return self.host(client).run(
+            f"openssl s_client -connect {entry.host}:8140 -servername {entry.name} {protocol} "
+            f"-cipher 'DEFAULT:@SECLEVEL=0' -CAfile {SSLDIR}/certs/ca.pem "
+            f"-verify_hostname {entry.name} -verify_return_error </dev/null"
+        )
+
+    def assert_client_speaks(self, client, protocol):
+        """`client` completes a handshake with `protocol` against a local `openssl s_server`
+        offering only that protocol (with the client's own certificate): a refusal by a
+        lab server then comes from the server, not from the client's OpenSSL."""
+        name = client
+        weak = "-cipher 'DEFAULT:@SECLEVEL=0'"
+        server = (f"openssl s_server -accept 127.0.0.1:4433 {protocol} {weak} -naccept 1 -quiet "
+                  f"-cert {SSLDIR}/certs/{name}.pem -key {SSLDIR}/private_keys/{name}.pem "
+                  "</dev/null >/dev/null 2>&1 &")
+        # Readiness: the port is listening (at most 5 s), then one handshake.
+        ready = "for i in $(seq 50); do ss -Hltn | grep -q '127.0.0.1:4433 ' && break; sleep 0.1; done"
+        handshake = self.host(client).run(
+            f"{server} {ready}; openssl s_client -connect 127.0.0.1:4433 {protocol} {weak} </dev/null")
+        assert handshake.rc == 0 and re.search(rf"Protocol\s*:\s*{TLS_NAMES[protocol]}", handshake.stdout), \
+            f"{client} cannot speak {protocol} even to a local server: {handshake.stdout[-400:]}{handshake.stderr[-400:]}"
+
     def tls_name(self, master):
         """The name a master's certificate is valid for: its own, or the shared one in combination 5."""
         return self.server_name if self.combination == 5 else master
@@ -141,6 +170,19 @@ class Cluster:
         """Every place an agent's request can enter the cluster: the shared name and each
         master, by the name its certificate is valid for."""
         return [Entry(self.server_name, self.server_name)] + [Entry(self.tls_name(m), m) for m in self.masters]
+
+    def ca_entry(self):
+        """The CA host as agents name it, when they talk to it directly (combinations 4
+        and 5); None where it is a master already (1) or only reached through the load
+        balancer or the masters' fronts (2, 3)."""
+        if self.combination in (4, 5) and self.ca not in self.masters:
+            return Entry(self.var(self.ca, "puppet_ca_certname", self.ca), self.ca)
+        return None
+
+    def tls_entry_points(self):
+        """Every TLS endpoint an agent connects to: the entry points, and the CA host where
+        agents name it."""
+        return self.entry_points() + ([self.ca_entry()] if self.ca_entry() else [])
 
     def assert_runs_avoid(self, down, runs=3):
         """Agent runs succeed, and no catalog comes from the stopped master `down`."""

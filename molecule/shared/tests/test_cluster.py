@@ -10,6 +10,8 @@ import urllib.parse
 
 import pytest
 
+from conftest import TLS_NAMES
+
 PROBE = "revoked-probe.domain.com"
 SSLDIR = "/var/lib/puppet/ssl"
 
@@ -200,13 +202,19 @@ def test_only_root_and_the_front_reach_the_backend_port(cluster):
 
 @pytest.mark.parametrize("protocol,accepted", [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
 def test_only_tls_1_2_and_newer_are_offered(cluster, protocol, accepted):
-    agent = cluster.host(cluster.agents[0])
-    for entry in cluster.entry_points():
-        handshake = agent.run(
-            f"openssl s_client -connect {entry.host}:8140 -servername {entry.name} {protocol} "
-            f"-CAfile /var/lib/puppet/ssl/certs/ca.pem -verify_hostname {entry.name} -verify_return_error </dev/null"
-        )
-        assert (handshake.rc == 0) == accepted, (entry, protocol, handshake.stdout[-400:])
+    agent = cluster.agents[0]
+    # The agent really offers the protocol: a refusal below is the server's.
+    cluster.assert_client_speaks(agent, protocol)
+    for entry in cluster.tls_entry_points():
+        handshake = cluster.tls_handshake(agent, entry, protocol)
+        # What the server answered: the negotiated protocol, or the error.
+        said = " ".join(re.findall(r"Protocol\s*:.*", handshake.stdout)[-1:] + handshake.stderr.splitlines()[-2:])
+        if accepted:
+            assert handshake.rc == 0 and re.search(rf"Protocol\s*:\s*{TLS_NAMES[protocol]}", handshake.stdout), \
+                (str(entry), protocol, said)
+        else:
+            # The server's answer (TLS alert 70), not a connection or certificate failure.
+            assert handshake.rc != 0 and "alert protocol version" in handshake.stderr, (str(entry), protocol, said)
 
 
 def test_private_keys_are_readable_by_their_service_only(cluster):
