@@ -32,6 +32,10 @@ class Entry(collections.namedtuple("Entry", "name host")):
         return self.name if self.name == self.host else f"{self.name} at {self.host}"
 
 
+class Response(collections.namedtuple("Response", "rc status body error")):
+    """What curl got: its exit code, the HTTP status (0 without one), body, error message."""
+
+
 class Cluster:
     """The scenario's hosts and variables, and what a user can do with them."""
 
@@ -120,10 +124,12 @@ class Cluster:
             "tail -n 8 /var/log/nginx/puppetmaster-error.log /var/log/apache2/puppetmaster-error.log 2>/dev/null"
         ).stdout
 
-    def https_status(self, client, url, cert=None, headers=None, method="GET", via=None):
-        """HTTP status of a request made from `client`; 0 when TLS or the connection failed.
+    def https_request(self, client, url, cert=None, headers=None, method="GET", via=None):
+        """A request made from `client` with curl: its exit code (0, or why there was no
+        answer: 7 refused, 28 timeout, 35/56 TLS failure, 58 a missing key...), the HTTP
+        status (0 without an answer), the body and curl's error message.
         `via`: the Entry whose host the connection goes to, whatever name the URL has."""
-        args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30",
+        args = ["curl", "-sS", "-w", "\n%{http_code}", "--max-time", "30",
                 "--cacert", f"{SSLDIR}/certs/ca.pem", "-X", method]
         if via and via.host != via.name:
             args += ["--connect-to", f"{via.name}:8140:{via.host}:8140"]
@@ -132,8 +138,43 @@ class Cluster:
         for name, value in (headers or {}).items():
             args += ["-H", f"{name}: {value}"]
         args.append(url)
-        out = self.host(client).run(shlex.join(args)).stdout.strip()
-        return int(out) if out.isdigit() else 0
+        result = self.host(client).run(shlex.join(args))
+        body, _, status = result.stdout.rpartition("\n")
+        status = int(status) if status.isdigit() else 0
+        return Response(result.rc, status if result.rc == 0 else 0, body, result.stderr.strip())
+
+    def https_status(self, client, url, cert=None, headers=None, method="GET", via=None):
+        """HTTP status of a request made from `client`; 0 when there was no HTTP answer
+        (so a test expecting a status never takes a failed connection for it)."""
+        return self.https_request(client, url, cert, headers, method, via).status
+
+    @staticmethod
+    def certificate_refused(response):
+        """The server refused the client's certificate: a TLS alert (curl 35 or 56), a 403,
+        or nginx's 400 page for a certificate that fails verification. Not a refused
+        connection, a timeout, a DNS failure or a missing key file: a dead entry point
+        refuses nothing."""
+        if response.rc in (35, 56):
+            return " alert " in response.error
+        return response.rc == 0 and (response.status == 403 or (
+            response.status == 400 and "The SSL certificate error" in response.body))
+
+    def wait_refused_everywhere(self, cert, url_for, timeout, valid_cert=None):
+        """Poll until every entry point refuses `cert` (url_for(entry): the URL to ask). In
+        the same poll a valid certificate must get 200 at each one: the entry point is
+        alive, and still serves the nodes that are not revoked."""
+        client, valid = self.agents[0], valid_cert or self.agents[0]
+
+        def refused_everywhere():
+            refused = True
+            for entry in self.entry_points():
+                alive = self.https_request(client, url_for(entry, valid), cert=valid, via=entry)
+                assert alive.status == 200, f"{entry} no longer serves {valid}: {alive[:2]} {alive.error}"
+                answer = self.https_request(client, url_for(entry, cert), cert=cert, via=entry)
+                refused = refused and self.certificate_refused(answer)
+            return refused
+
+        self.wait_until(refused_everywhere, timeout, f"{cert} is refused at {[str(e) for e in self.entry_points()]}")
 
     def tls_handshake(self, client, entry, protocol):
         """`openssl s_client` from `client` to `entry` with only `protocol` (-tls1_1,
