@@ -89,8 +89,11 @@ def test_agents_keep_running_with_one_master_down(cluster):
     master = cluster.masters[0]
     service = "apache2" if front(cluster, master) == "apache" else "nginx"
     host = cluster.host(master)
-    host.run(f"systemctl stop {service}")
+    stopped = host.run(f"systemctl stop {service}")
     try:
+        assert stopped.rc == 0, stopped.stderr
+        # Really down: its front no longer answers on the Puppet port.
+        cluster.assert_connection_refused(master)
         cluster.assert_runs_avoid(master)
     finally:
         host.run(f"systemctl start {service}")

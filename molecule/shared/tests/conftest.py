@@ -225,12 +225,20 @@ class Cluster:
         agents name it."""
         return self.entry_points() + ([self.ca_entry()] if self.ca_entry() else [])
 
+    def assert_connection_refused(self, host, port=8140, name=None):
+        """From the first agent, a connection to host:port is refused (curl's exit code 7):
+        nothing listens there. Not a timeout or a DNS failure, which prove nothing."""
+        probe = self.host(self.agents[0]).run(f"curl -s -o /dev/null --max-time 10 http://{host}:{port}/")
+        assert probe.rc == 7, f"{name or host}:{port} is not refused (curl exit {probe.rc}): {probe.stderr}"
+
     def assert_runs_avoid(self, down, runs=3):
-        """Agent runs succeed, and no catalog comes from the stopped master `down`."""
+        """Agent runs succeed, each catalog compiled by a master of the cluster, never by
+        the stopped master `down` (a run whose catalog names no master proves nothing)."""
         for _attempt in range(runs):
             run = self.agent_run(self.agents[0])
             assert run.rc in (0, 2), run.stdout + run.stderr
-            assert self.compiled_by(run.stdout) != down
+            compiled = self.compiled_by(run.stdout)
+            assert compiled in self.masters and compiled != down, (compiled, down, run.stdout[-1000:])
 
     def wait_until(self, predicate, timeout, what):
         """Poll real state until predicate() holds; fail with `what` after timeout seconds."""

@@ -239,8 +239,12 @@ def test_agent_runs_succeed_with_one_master_down(cluster):
     if front != "none":
         services.append({"nginx": "nginx", "apache": "apache2"}[front])
     host = cluster.host(down)
-    host.run(f"systemctl stop {' '.join(services)}")
+    stopped = host.run(f"systemctl stop {' '.join(services)}")
     try:
+        assert stopped.rc == 0, stopped.stderr
+        # Really down: nothing answers on its Puppet port (a stop that did nothing, and
+        # runs that happened to go elsewhere, would otherwise pass).
+        cluster.assert_connection_refused(down)
         cluster.assert_runs_avoid(down)
         # The operator's status playbook says so, and fails.
         status = cluster.run_playbook("playbooks/status.yml")
