@@ -117,3 +117,42 @@ def test_the_summary_counts_each_steps_result(tmp_path, lines, summary, ok):
                             text=True, timeout=60, check=False)
     assert result.stdout.strip() == summary, result.stdout + result.stderr
     assert (result.returncode == 0) == ok
+
+
+# The check step of a scenario's log as Molecule writes it under ./lab (PY_COLORS=0),
+# cut from a real combo4 run; {changed} is puppet1's count.
+CHECK_LOG = """INFO     [combo4 > converge] Executed: Successful
+INFO     [combo4 > check] Executing
+PLAY [Converge] ****************************************************************
+PLAY RECAP *********************************************************************
+agent1.domain.com          : ok=38   changed=0    unreachable=0    failed=0    skipped=7    rescued=0    ignored=0
+puppet1.domain.com         : ok=80   changed={changed}    unreachable=0    failed=0    skipped=44   rescued=0    ignored=0
+puppetca.domain.com        : ok=37   changed=0    unreachable=0    failed=0    skipped=16   rescued=0    ignored=0
+
+INFO     [combo4 > check] Executed: Successful
+INFO     [combo4 > verify] Executing
+PLAY RECAP *********************************************************************
+puppet1.domain.com         : ok=3    changed=0    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+"""
+
+
+@pytest.mark.parametrize("log,ok,said", [
+    (CHECK_LOG.format(changed=0), True, ""),
+    # A task that always changes in check mode: 2 and 12 changes, not only 1.
+    (CHECK_LOG.format(changed=2), False, "lab: scenario combo4: check mode reported changes on a converged cluster"),
+    (CHECK_LOG.format(changed=12), False, "lab: scenario combo4: check mode reported changes on a converged cluster"),
+    # Molecule's coloured format ("combo4 ➜ check: Executing"): the range finds no check
+    # step, and a gate that greps nothing must not pass.
+    (CHECK_LOG.format(changed=2).replace("[combo4 > check]", "combo4 ➜ check:"), False,
+     "lab: scenario combo4: no PLAY RECAP of the check step"),
+    # The check step printed no recap at all.
+    ("INFO     [combo4 > check] Executing\nINFO     [combo4 > check] Executed: Successful\n", False,
+     "lab: scenario combo4: no PLAY RECAP of the check step"),
+])
+def test_the_check_gate_fails_on_changes_and_on_a_log_it_cannot_read(tmp_path, log, ok, said):
+    path = tmp_path / "scenario-combo4.log"
+    path.write_text(log)
+    result = subprocess.run(["bash", "-c", f'. "{LAB}"; check_changed_nothing combo4 "{path}"'],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
+    assert result.stdout.startswith(said), result.stdout + result.stderr
