@@ -86,7 +86,8 @@ def test_catalog_without_a_client_certificate_is_refused(cluster):
 def test_forged_client_headers_are_refused(cluster):
     agent = cluster.agents[0]
     forged = {"X-Client-Verify": "SUCCESS", "X-Client-DN": f"CN={agent}", "X-Client-Cert": "forged"}
-    for entry in cluster.entry_points():
+    # The CA too where agents talk to it directly (combinations 4 and 5).
+    for entry in cluster.tls_entry_points():
         # No certificate, identity claimed in headers.
         assert cluster.https_status(agent, catalog_url(entry, agent), headers=forged, via=entry) == 403, entry
         # A real certificate claiming someone else's identity in headers.
@@ -168,14 +169,19 @@ def test_a_node_cannot_fetch_another_nodes_catalog(cluster):
 
 
 def test_plain_http_backends_are_not_reachable_from_outside(cluster):
-    agent = cluster.host(cluster.agents[0])
-    for master in cluster.masters:
-        listeners = cluster.host(master).run("ss -Hltn").stdout
-        assert ":80 " not in listeners, master
-        if cluster.var(master, "puppet_master_frontend", "nginx") != "none":
-            assert "127.0.0.1:18140" in listeners, master
-            probe = agent.run(f"curl -s --max-time 5 http://{master}:18140/status/v1/simple")
-            assert probe.rc != 0, master
+    """Nothing listens on port 80 on any server of the cluster (CA, masters, load
+    balancers, DNS), and a master's plain-HTTP backend port is on its loopback only: from
+    the agent both are refused (curl 7), which a DNS failure or a timeout is not."""
+    servers = list(dict.fromkeys([cluster.ca, *cluster.masters, *cluster.lbs, *cluster.dns]))
+    for server in servers:
+        listeners = cluster.host(server).run("ss -Hltn")
+        assert listeners.rc == 0, (server, listeners.stderr)
+        ports = [line.split()[3].rsplit(":", 1)[1] for line in listeners.stdout.splitlines() if line.strip()]
+        assert "80" not in ports, f"{server} listens on port 80: {listeners.stdout}"
+        cluster.assert_connection_refused(server, 80)
+        if server in cluster.masters and cluster.var(server, "puppet_master_frontend", "nginx") != "none":
+            assert "127.0.0.1:18140" in listeners.stdout, server
+            cluster.assert_connection_refused(server, 18140)
 
 
 def test_only_root_and_the_front_reach_the_backend_port(cluster):
