@@ -107,6 +107,13 @@ echo "$new"
     return result.stdout.strip()
 
 
+def main_pid(cluster, master):
+    """The main PID systemd knows for puppetserver on this master ("0" when not running)."""
+    shown = cluster.host(master).run("systemctl show --property MainPID --value puppetserver")
+    assert shown.rc == 0 and shown.stdout.strip().isdigit(), (master, shown.stdout, shown.stderr)
+    return shown.stdout.strip()
+
+
 def changed_sequence(output, task_names):
     """(task, host) for each "changed" line under the named tasks, in the play's order."""
     sequence, task = [], None
@@ -147,6 +154,9 @@ def test_site_upgrades_masters_one_at_a_time_without_failing_an_agent_run(cluste
     playbook, collections_path = "site.yml", None
     if cluster.var(cluster.ca, "lab_check_galaxy_artifact", False):
         playbook, collections_path = "marionette.puppet_cluster.site", galaxy_artifact(tmp_path)
+    # The repackaged version is byte-identical: only a new main PID shows that the JVM
+    # serving each master was restarted onto it.
+    pids_before = {m: main_pid(cluster, m) for m in cluster.masters}
     with AgentTraffic(cluster) as traffic:
         play = cluster.run_playbook(playbook, args=("-e", f"puppet_master_puppetserver_version={version}"),
                                     collections_path=collections_path)
@@ -156,6 +166,8 @@ def test_site_upgrades_masters_one_at_a_time_without_failing_an_agent_run(cluste
         host = cluster.host(master)
         assert host.run("dpkg-query --show --showformat '${Version}' puppetserver").stdout == version, master
         assert host.service("puppetserver").is_running
+        pid = main_pid(cluster, master)
+        assert pid not in ("0", pids_before[master]), f"{master}: puppetserver was not restarted (main PID {pid})"
     # Each master left and re-entered the rotation before the next one left it.
     expected = []
     for master in cluster.masters:
