@@ -100,16 +100,20 @@ class Cluster:
                 f"https://{name}:8140/puppet-ca/v1/certificate_status/{certname}"
             )
 
+    def read_log(self, host, path):
+        """A log file's content; fails when it cannot be read: a check that something is
+        not in a log would otherwise pass on a missing one."""
+        read = self.host(host).run(f"cat {path}")
+        assert read.rc == 0, f"{host}: cannot read {path}: {read.stderr.strip()}"
+        return read.stdout
+
     def lb_log_lines(self):
         """Requests (tls mode) or connections (tcp mode) the load balancers logged."""
-        return sum(
-            len(self.host(lb).run("cat /var/log/nginx/puppet-lb-access.log").stdout.splitlines())
-            for lb in self.lbs
-        )
+        return sum(len(self.read_log(lb, "/var/log/nginx/puppet-lb-access.log").splitlines()) for lb in self.lbs)
 
     def access_log(self, master):
-        """Requests puppetserver itself answered on this master."""
-        return self.host(master).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
+        """Requests puppetserver itself answered on this master (or the CA)."""
+        return self.read_log(master, "/var/log/puppetserver/puppetserver-access.log")
 
     def tls_lbs(self):
         """The load balancers that end TLS and vouch for clients in headers (tls mode): the

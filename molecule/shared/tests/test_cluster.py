@@ -58,7 +58,7 @@ def test_every_master_compiles_catalogs(cluster):
 
 
 def test_certificate_requests_are_handled_by_the_ca_only(cluster):
-    ca_log = cluster.host(cluster.ca).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
+    ca_log = cluster.access_log(cluster.ca)
     enrolled = list(cluster.agents)
     if cluster.combination != 5:
         # Masters request their own certificates, except with the shared one.

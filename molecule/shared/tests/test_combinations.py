@@ -13,7 +13,7 @@ def front_access_log(cluster, master):
     """Requests the master's TLS front (nginx or apache) answered."""
     front = cluster.var(master, "puppet_master_frontend", "nginx")
     path = {"nginx": "/var/log/nginx", "apache": "/var/log/apache2"}[front] + "/puppetmaster-access.log"
-    return cluster.host(master).run(f"cat {path}").stdout
+    return cluster.read_log(master, path)
 
 
 def address_of(cluster, host):
@@ -49,13 +49,12 @@ def test_agents_name_the_ca_itself(cluster):
 def test_load_balancer_sends_certificate_requests_to_the_ca(cluster):
     require(cluster.combination in (1, 2), "only combinations 1 and 2 route /puppet-ca/ at the load balancer")
     agent = cluster.agents[0]
-    lb = cluster.host(cluster.lbs[0])
     ca_address = address_of(cluster, cluster.ca)
     body = cluster.host(agent).run(
         f"curl -sf --cacert /var/lib/puppet/ssl/certs/ca.pem https://{cluster.server_name}:8140/puppet-ca/v1/certificate/ca"
     )
     assert body.rc == 0 and "BEGIN CERTIFICATE" in body.stdout, body.stderr
-    log = lb.run("cat /var/log/nginx/puppet-lb-access.log").stdout.splitlines()
+    log = cluster.read_log(cluster.lbs[0], "/var/log/nginx/puppet-lb-access.log").splitlines()
     # What the LB forwarded (it answers certificate administration and renewal itself: 403).
     ca_lines = [line for line in log if "/puppet-ca/" in line and "upstream=-" not in line]
     # The agent's own enrollment and the request above: all went to the CA.
@@ -120,7 +119,7 @@ def test_agent_with_srv_records_finds_the_masters(cluster):
 
 def test_masters_forward_certificate_requests_to_the_ca(cluster):
     require(cluster.combination == 3, "masters' fronts route /puppet-ca/ in combination 3")
-    ca_log = cluster.host(cluster.ca).run("cat /var/log/puppetserver/puppetserver-access.log").stdout
+    ca_log = cluster.access_log(cluster.ca)
     plain_agents = [a for a in cluster.agents if not cluster.var(a, "puppet_agent_use_srv_records", False)]
     fronts = "".join(front_access_log(cluster, m) for m in cluster.masters)
     for agent in plain_agents:
@@ -193,7 +192,5 @@ def ca_requests_from(cluster, hosts):
     """The CA's access log lines for /puppet-ca/ requests that came from these hosts'
     addresses (%h, the first field)."""
     addresses = {address_of(cluster, host) for host in hosts}
-    read = cluster.host(cluster.ca).run("cat /var/log/puppetserver/puppetserver-access.log")
-    assert read.rc == 0 and read.stdout, f"the CA's access log cannot be read: {read.stderr}"
-    return [line for line in read.stdout.splitlines()
+    return [line for line in cluster.access_log(cluster.ca).splitlines()
             if line.split(" ", 1)[0] in addresses and '"' in line and " /puppet-ca/" in line.split('"')[1]]
