@@ -70,12 +70,14 @@ def test_disk_full_during_debootstrap_is_reported(tmp_path):
         (fake_bin / "debootstrap").chmod(0o755)
         env = dict(os.environ, PATH=f"{fake_bin}:{os.environ['PATH']}", LAB_TMP=small,
                    LAB_LOG_DIR=str(tmp_path / "logs"))
-        # bullseye: a known release whose image the test suite does not build.
-        existing = subprocess.run(["docker", "images", "-q", "puppet-cluster-lab/debian:bullseye"],
-                                  capture_output=True, text=True, check=False).stdout.strip()
-        if existing:
-            pytest.skip("a bullseye lab image exists; the build would not run")
-        result = run_lab("images", "bullseye", env=env)
+        # ./lab sourced, its image tag replaced by a throwaway one no image has, so the
+        # build runs even where `./lab test` built the real bullseye image (the test used
+        # to skip then, that is always). It fails before tagging anything.
+        throwaway = f"puppet-cluster-lab/debian:disk-full-test-{os.getpid()}"
+        assert subprocess.run(["docker", "images", "-q", throwaway], capture_output=True, text=True,
+                              check=True).stdout.strip() == ""
+        result = subprocess.run(["bash", "-c", f'. "{LAB}"; image_tag() {{ echo "{throwaway}"; }}; cmd_images bullseye'],
+                                capture_output=True, text=True, env=env, timeout=600, check=False)
     finally:
         subprocess.run(["umount", small], check=False)
         os.rmdir(small)
