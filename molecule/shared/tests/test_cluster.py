@@ -234,7 +234,8 @@ def test_private_keys_are_readable_by_their_service_only(cluster):
         if node not in cluster.lbs or node in cluster.tls_lbs():
             assert keys, f"{node}: no private key found"
         for mode, owner, path in keys:
-            assert int(mode, 8) & 0o007 == 0, f"{node}: {path} is mode {mode}"
+            # 0640 or tighter, as the README promises: no group write, nothing for others.
+            assert int(mode, 8) & 0o037 == 0, f"{node}: {path} is mode {mode}"
             assert owner in ("root", "puppet"), f"{node}: {path} is owned by {owner}"
 
 
