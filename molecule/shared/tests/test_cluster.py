@@ -13,6 +13,8 @@ import pytest
 from conftest import TLS_NAMES
 
 PROBE = "revoked-probe.domain.com"
+# The file the test code's manifest writes on the agent.
+PROOF = "/var/tmp/puppet-cluster-proof"
 SSLDIR = "/var/lib/puppet/ssl"
 
 
@@ -24,6 +26,8 @@ def test_agent_run_through_the_shared_name_applies_the_deployed_code(cluster):
     agent = cluster.agents[0]
     assert cluster.host(agent).run("puppet config print server").stdout.strip() == cluster.server_name
     before = cluster.lb_log_lines()
+    # The converge's run wrote the proof already: only this run can write it again.
+    assert cluster.host(agent).run(f"rm -f {PROOF}").rc == 0
     run = cluster.agent_run(agent)
     assert run.rc in (0, 2), run.stdout + run.stderr
     assert cluster.compiled_by(run.stdout) in cluster.masters, run.stdout
@@ -31,8 +35,8 @@ def test_agent_run_through_the_shared_name_applies_the_deployed_code(cluster):
         # The run's requests went through the load balancer (a TCP session is logged
         # when it closes, just after the agent exits).
         cluster.wait_until(lambda: cluster.lb_log_lines() > before, 15, "the load balancer logged the agent's run")
-    proof = cluster.host(agent).file("/var/tmp/puppet-cluster-proof")
-    assert proof.exists and proof.content_string == "code revision 1\n"
+    proof = cluster.host(agent).file(PROOF)
+    assert proof.exists and proof.content_string == "code revision 1\n", f"the run did not write {PROOF}"
 
 
 def test_every_master_compiles_catalogs(cluster):

@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from test_cluster import PROOF
+
 
 def front_access_log(cluster, master):
     """Requests the master's TLS front (nginx or apache) answered."""
@@ -154,10 +156,12 @@ def test_code_change_reaches_every_master_in_one_play_run(cluster):
     assert heads == {m: production for m in cluster.masters}, f"production {production}, decoy {decoy}: {heads}"
     agent = cluster.agents[0]
     for master in cluster.masters:
+        # Written by this run, not left by an earlier one.
+        assert cluster.host(agent).run(f"rm -f {PROOF}").rc == 0
         run = cluster.agent_run(agent, f"--server {master}")
         assert run.rc in (0, 2), run.stdout + run.stderr
         assert cluster.compiled_by(run.stdout) == master
-        content = cluster.host(agent).file("/var/tmp/puppet-cluster-proof").content_string
+        content = cluster.host(agent).file(PROOF).content_string
         assert content == "code revision 2\n", (master, content)
 
 
