@@ -97,6 +97,10 @@ def test_agents_keep_running_with_one_master_down(cluster):
         cluster.assert_runs_avoid(master)
     finally:
         host.run(f"systemctl start {service}")
+        # Serving again before the next test, which asks every entry point.
+        url = f"https://{master}:8140/puppet/v3/status/x?environment=production"
+        cluster.wait_until(lambda: cluster.https_status(cluster.agents[0], url, cert=cluster.agents[0]) == 200,
+                           120, f"{master}'s {service} serves again")
 
 
 def test_a_revoked_certificate_is_refused_at_every_entry_point(cluster):

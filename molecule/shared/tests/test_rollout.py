@@ -10,6 +10,7 @@ master, so dpkg, the package scripts and the restart are real).
 (Named to run after test_operations.py and before test_scale.py.)
 """
 
+import datetime
 import os
 import re
 import shlex
@@ -193,8 +194,28 @@ def crl_number(cluster):
         "openssl crl -in /etc/puppet/puppetserver/ca/ca_crl.pem -noout -crlnumber").stdout.strip()
 
 
+def crl_days_left(cluster):
+    """Days until the CA's CRL's nextUpdate."""
+    shown = cluster.host(cluster.ca).run("openssl crl -in /etc/puppet/puppetserver/ca/ca_crl.pem -noout -nextupdate")
+    assert shown.rc == 0, shown.stderr
+    when = datetime.datetime.strptime(" ".join(shown.stdout.split("=", 1)[1].split()), "%b %d %H:%M:%S %Y %Z")
+    return (when - datetime.datetime.utcnow()).days
+
+
+RENEW_WINDOW_DAYS = 3000
+
+
 def test_renew_replaces_certificates_and_crl_without_failing_an_agent_run(cluster):
     opted_in(cluster)
+    # Set up here, not left to an earlier test: the CRL must be inside the window below,
+    # and only a revocation re-signs it for 5 years (the CA's first CRL runs as long as the
+    # CA, 15). One throwaway certificate revoked does it when no test revoked one before.
+    if crl_days_left(cluster) >= RENEW_WINDOW_DAYS:
+        ca, probe = cluster.host(cluster.ca), "crl-window-probe.domain.com"
+        made = ca.run(f"puppetserver ca generate --certname {probe} && puppetserver ca revoke --certname {probe}")
+        assert made.rc == 0, made.stdout + made.stderr
+        ca.run(f"rm -f {SSLDIR}/*/{probe}.pem")
+    assert crl_days_left(cluster) < RENEW_WINDOW_DAYS, crl_days_left(cluster)
     served_before = {m: served_certificate(cluster, m) for m in cluster.masters}
     crl_before = crl_number(cluster)
     with AgentTraffic(cluster) as traffic:
@@ -202,7 +223,8 @@ def test_renew_replaces_certificates_and_crl_without_failing_an_agent_run(cluste
         # (re-signed for 5 years by the CA's first revocation), not the CA host's own
         # certificate from the CA's setup (15 years, like the CA): a renewal would
         # shorten that one, which the role refuses.
-        play = cluster.run_playbook("playbooks/renew.yml", args=("-e", "puppet_cluster_renew_within_days=3000"))
+        play = cluster.run_playbook("playbooks/renew.yml",
+                                    args=("-e", f"puppet_cluster_renew_within_days={RENEW_WINDOW_DAYS}"))
     assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
     traffic.assert_nothing_failed(min_runs=2)
     for master in cluster.masters:
