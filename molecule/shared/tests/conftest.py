@@ -7,6 +7,8 @@ certificate and headers, made from inside a lab container.
 """
 
 import collections
+import functools
+import glob
 import json
 import os
 import re
@@ -23,6 +25,22 @@ import yaml
 SSLDIR = "/var/lib/puppet/ssl"
 # openssl s_client's protocol options and the names it prints for them.
 TLS_NAMES = {"-tls1_1": r"TLSv1\.1", "-tls1_2": r"TLSv1\.2", "-tls1_3": r"TLSv1\.3"}
+
+
+@functools.lru_cache(maxsize=None)
+def known_variables():
+    """(the roles' defaults by name, the names any scenario sets): what var() may read."""
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    defaults = {}
+    for path in sorted(glob.glob(os.path.join(project, "roles", "*", "defaults", "main.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            defaults.update(yaml.safe_load(handle) or {})
+    scenario_vars = set()
+    for path in glob.glob(os.path.join(project, "molecule", "*", "molecule.yml")):
+        with open(path, encoding="utf-8") as handle:
+            scenario_vars.update(re.findall(r"^\s+((?:puppet|lab)_\w+):", handle.read(), re.M))
+    assert defaults and scenario_vars, f"no role defaults or scenario variables found under {project}"
+    return defaults, frozenset(scenario_vars)
 
 
 class Entry(collections.namedtuple("Entry", "name host")):
@@ -55,7 +73,7 @@ class Cluster:
         # Masters that only compile (in combination 1 the CA host compiles too).
         self.compile_only_masters = [m for m in self.masters if m != self.ca]
         self._hosts = {}
-        self._puppet_major = {}
+        self._lock_wait = {}
 
     def host(self, name):
         if name not in self._hosts:
@@ -63,14 +81,34 @@ class Cluster:
         return self._hosts[name]
 
     def var(self, host, name, default=None):
+        """A host's variable, else `default`. Fails on a name no role defaults and no
+        scenario sets (a typo would read the default silently), and on a default other
+        than the role's own (the test would assume what the role does not do)."""
+        defaults, scenario_vars = known_variables()
+        assert name in defaults or name in scenario_vars, f"no role or scenario knows the variable {name}"
+        role_default = defaults.get(name)
+        if default is not None and isinstance(role_default, (str, bool, int)) and "{{" not in str(role_default):
+            assert default == role_default, f"{name}: the test's default {default!r}, the role's {role_default!r}"
         return self.hostvars[host].get(name, default)
 
     def lock_wait(self, agent):
         """Options that make `puppet agent --test` wait for a daemon run holding the lock.
-        Puppet 5 (the legacy scenario, whose agents run no daemon) has none."""
-        if agent not in self._puppet_major:
-            self._puppet_major[agent] = self.host(agent).run("puppet --version").stdout.strip().split(".")[0]
-        return "" if self._puppet_major[agent] == "5" else "--waitforlock 2 --maxwaitforlock 180"
+        Puppet 5 (the legacy scenario, whose agents run no daemon) has none; any other
+        Puppet must know maxwaitforlock: asked, not guessed from the version."""
+        if agent not in self._lock_wait:
+            host = self.host(agent)
+            version = host.run("puppet --version")
+            assert version.rc == 0 and re.match(r"\d+\.", version.stdout), \
+                f"{agent}: puppet --version said {version.stdout!r} {version.stderr!r}"
+            if version.stdout.startswith("5."):
+                self._lock_wait[agent] = ""
+            else:
+                # `puppet config print` prints an empty line for a setting it does not know.
+                setting = host.run("puppet config print maxwaitforlock")
+                assert setting.rc == 0 and setting.stdout.strip(), \
+                    f"{agent}: Puppet {version.stdout.strip()} has no maxwaitforlock setting"
+                self._lock_wait[agent] = "--waitforlock 2 --maxwaitforlock 180"
+        return self._lock_wait[agent]
 
     def agent_run(self, agent, extra=""):
         """A real `puppet agent --test`; waits for a daemon run that holds the lock."""
