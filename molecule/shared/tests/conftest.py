@@ -310,8 +310,11 @@ class Cluster:
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump(data, handle)
         project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+        # Plain output, which the tests parse: Molecule exports ANSIBLE_FORCE_COLOR=1 to
+        # its verifier, and a coloured "TASK [" line matched no pattern.
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path or os.path.join(project, "collections")),
-                   ANSIBLE_PIPELINING="true", ANSIBLE_FORKS="10", ANSIBLE_GATHERING="smart")
+                   ANSIBLE_PIPELINING="true", ANSIBLE_FORKS="10", ANSIBLE_GATHERING="smart",
+                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
         # A project file, or a playbook of an installed collection by its name.
         target = playbook if "." in playbook.split("/")[0] and not playbook.endswith(".yml") else os.path.join(project, playbook)
         try:
