@@ -49,13 +49,12 @@ def test_agents_name_the_ca_itself(cluster):
 def test_load_balancer_sends_certificate_requests_to_the_ca(cluster):
     require(cluster.combination in (1, 2), "only combinations 1 and 2 route /puppet-ca/ at the load balancer")
     agent = cluster.agents[0]
-    lb = cluster.host(cluster.lbs[0])
     ca_address = address_of(cluster, cluster.ca)
     body = cluster.host(agent).run(
         f"curl -sf --cacert /var/lib/puppet/ssl/certs/ca.pem https://{cluster.server_name}:8140/puppet-ca/v1/certificate/ca"
     )
     assert body.rc == 0 and "BEGIN CERTIFICATE" in body.stdout, body.stderr
-    log = lb.run("cat /var/log/nginx/puppet-lb-access.log").stdout.splitlines()
+    log = cluster.lb_log(cluster.lbs[0])
     # What the LB forwarded (it answers certificate administration and renewal itself: 403).
     ca_lines = [line for line in log if "/puppet-ca/" in line and "upstream=-" not in line]
     # The agent's own enrollment and the request above: all went to the CA.

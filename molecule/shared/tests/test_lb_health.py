@@ -1,0 +1,119 @@
+"""An haproxy load balancer that sees a sick master (issue 17): its active checks take
+out a master whose puppetserver stopped behind a running front, its agent check one
+whose disk is full, and a drain through the runtime API survives a reload.
+
+The scenarios with puppet_cluster_lb_engine: haproxy run these (combo2 in tls mode,
+combo5 in tcp mode). Each test puts the master back as it found it.
+"""
+
+import time
+
+import pytest
+
+RUNNING = 2
+MAINTENANCE = 1
+
+
+@pytest.fixture
+def haproxy(cluster):
+    if cluster.lb_engine() != "haproxy" or not cluster.lbs:
+        pytest.skip("the load balancer is not haproxy")
+    return cluster.lbs[0]
+
+
+def check_window(cluster, lb):
+    """interval x fall: how long a sick master may stay in rotation."""
+    interval = int(cluster.var(lb, "puppet_lb_check_interval", 2))
+    return interval * int(cluster.var(lb, "puppet_lb_check_fall", 2))
+
+
+def wait_for_state(cluster, lb, master, running, timeout):
+    """Poll haproxy until the master's checks pass (running) or fail; the seconds it took."""
+    start = time.monotonic()
+    what = f"haproxy on {lb} sees {master} {'running' if running else 'out of rotation'}"
+    cluster.wait_until(lambda: (cluster.haproxy_servers(lb)[master][0] == RUNNING) == running, timeout, what)
+    return time.monotonic() - start
+
+
+def assert_runs_avoid(cluster, sick, runs=4):
+    compiled = []
+    for _attempt in range(runs):
+        run = cluster.agent_run(cluster.agents[0])
+        assert run.rc in (0, 2), run.stdout + run.stderr
+        compiled.append(cluster.compiled_by(run.stdout))
+    assert all(master in cluster.masters and master != sick for master in compiled), compiled
+
+
+def test_haproxy_takes_out_a_master_whose_puppetserver_stopped_behind_its_front(cluster, haproxy):
+    # A master with a front: the front keeps accepting connections and answers 502.
+    sick = next(m for m in cluster.compile_only_masters
+                if cluster.var(m, "puppet_master_frontend", "nginx") != "none")
+    assert cluster.haproxy_servers(haproxy)[sick][0] == RUNNING
+    host = cluster.host(sick)
+    stop = host.run("systemctl stop puppetserver")
+    assert stop.rc == 0, stop.stderr
+    try:
+        front = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' -k https://127.0.0.1:8140/status/v1/simple")
+        # nginx answers 502, apache 503: the front is up, its backend is not.
+        assert front.stdout in ("502", "503"), f"the front should still answer: {front.stdout} {front.stderr}"
+        took = wait_for_state(cluster, haproxy, sick, False, check_window(cluster, haproxy) + 10)
+        print(f"{sick} out of rotation {took:.1f} s after puppetserver stopped")
+        assert_runs_avoid(cluster, sick)
+    finally:
+        host.run("systemctl start puppetserver")
+        cluster.wait_master_ready(sick)
+    wait_for_state(cluster, haproxy, sick, True, 60)
+
+
+def test_haproxy_takes_out_a_master_whose_disk_is_full(cluster, haproxy):
+    """The disk is filled without touching the machine's: a tmpfs holding a copy of
+    puppetserver's data directory, filled to the last byte, is mounted over it."""
+    sick = cluster.compile_only_masters[-1]
+    port = int(cluster.var(cluster.ca, "puppet_cluster_master_health_port", 8141))
+    lb = cluster.host(haproxy)
+    assert lb.run(f"socat -t 5 - TCP:{sick}:{port}").stdout.strip() == "up"
+    host = cluster.host(sick)
+    data = "/var/lib/puppetserver/server_data"
+    fill = host.run(
+        f"set -e; size=$(( $(du -sk {data} | cut -f1) + 1024 ))k; mkdir -p /run/lab-full; "
+        f"mount -t tmpfs -o size=$size lab-full /run/lab-full; cp -a {data}/. /run/lab-full/; "
+        f"dd if=/dev/zero of=/run/lab-full/.fill bs=64k 2>/dev/null || true; "
+        f"mount --bind /run/lab-full {data}; df -P {data} | tail -n 1")
+    assert fill.rc == 0, fill.stderr
+    try:
+        answer = lb.run(f"socat -t 5 - TCP:{sick}:{port}").stdout.strip()
+        assert answer.startswith(f"down#{data}: 0 MB free"), answer
+        took = wait_for_state(cluster, haproxy, sick, False, check_window(cluster, haproxy) + 10)
+        print(f"{sick} out of rotation {took:.1f} s after its disk filled")
+        # What a full disk does to an agent sent there anyway: Puppet cannot store its facts.
+        direct = cluster.agent_run(cluster.agents[0], f"--server {cluster.tls_name(sick)}") \
+            if cluster.combination != 5 else None
+        if direct is not None:
+            assert direct.rc not in (0, 2) and "No space left on device" in direct.stdout + direct.stderr
+        assert_runs_avoid(cluster, sick)
+    finally:
+        host.run(f"umount {data}; umount /run/lab-full")
+    assert lb.run(f"socat -t 5 - TCP:{sick}:{port}").stdout.strip() == "up"
+    wait_for_state(cluster, haproxy, sick, True, 30)
+
+
+def test_a_drain_through_haproxys_runtime_api_survives_a_reload(cluster, haproxy):
+    """The rolling upgrade, renew.yml and master retirement drain a master with
+    puppet-lb-backend; the CRL refresh timer reloads haproxy at any moment."""
+    drained = cluster.compile_only_masters[0]
+    lb = cluster.host(haproxy)
+    assert lb.run(f"puppet-lb-backend drain {drained}").stdout.strip() == "changed"
+    try:
+        assert lb.run(f"puppet-lb-backend drain {drained}").stdout.strip() == "unchanged"
+        assert cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
+        reload = lb.run("systemctl reload haproxy")
+        assert reload.rc == 0, reload.stderr
+        # The new process loaded the saved state: still drained.
+        cluster.wait_until(lambda: lb.run("systemctl is-active haproxy").stdout.strip() == "active", 30, "haproxy active")
+        assert cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
+        assert_runs_avoid(cluster, drained, runs=2)
+    finally:
+        enable = lb.run(f"puppet-lb-backend enable {drained}")
+    assert enable.stdout.strip() == "changed", enable.stderr
+    assert not cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
+    wait_for_state(cluster, haproxy, drained, True, 30)
