@@ -234,6 +234,18 @@ TYPE_CASES = {
 }
 CASES.update(TYPE_CASES)
 
+# Issue 17: the haproxy engine's settings.
+CASES.update({
+    "LB engine not known": (
+        dict(variables={"puppet_cluster_lb_engine": "traefik"}),
+        "value of puppet_cluster_lb_engine must be one of: nginx, haproxy, got: traefik",
+    ),
+    "haproxy check interval of 0": (
+        dict(variables={"puppet_cluster_lb_engine": "haproxy", "puppet_lb_check_interval": 0}),
+        "puppet_lb_check_interval (0 s), puppet_lb_check_rise (2), puppet_lb_check_fall (2) and puppet_lb_error_limit (5) must each be 1 or more",
+    ),
+})
+
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_inventory_stops_with_a_clear_message(tmp_path, case):
