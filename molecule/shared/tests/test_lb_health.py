@@ -117,3 +117,38 @@ def test_a_drain_through_haproxys_runtime_api_survives_a_reload(cluster, haproxy
     assert enable.stdout.strip() == "changed", enable.stderr
     assert not cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
     wait_for_state(cluster, haproxy, drained, True, 30)
+
+
+def virtual_ip_holders(cluster, address):
+    return [lb for lb in cluster.lbs
+            if f"inet {address}/" in cluster.host(lb).run("ip -4 -o addr show").stdout]
+
+
+def test_the_backup_load_balancer_takes_the_address_when_the_active_ones_haproxy_stops(cluster, haproxy):
+    """The pair of combo5: keepalived tracks the engine's service. Afterwards the address
+    stays on the backup (nopreempt: the first LB does not take it back when it returns)."""
+    if len(cluster.lbs) < 2:
+        pytest.skip("one load balancer: no pair")
+    address = cluster.var(cluster.ca, "puppet_cluster_lb_virtual_ip")
+    agent = cluster.host(cluster.agents[0])
+    assert agent.run(f"getent hosts {cluster.server_name}").stdout.split()[0] == address
+    holders = virtual_ip_holders(cluster, address)
+    assert len(holders) == 1, holders
+    active = holders[0]
+    stop = cluster.host(active).run("systemctl stop haproxy")
+    assert stop.rc == 0, stop.stderr
+    start = time.monotonic()
+    try:
+        probe = f"curl -s --max-time 2 -k https://{cluster.server_name}:8140/status/v1/simple"
+        cluster.wait_until(lambda: agent.run(probe).stdout == "running", 30,
+                           f"{cluster.server_name} answers again after haproxy stopped on {active}")
+        print(f"{address} unreachable for at most {time.monotonic() - start:.1f} s")
+        assert virtual_ip_holders(cluster, address) == [lb for lb in cluster.lbs if lb != active]
+        for _attempt in range(2):
+            run = cluster.agent_run(cluster.agents[0])
+            assert run.rc in (0, 2), run.stdout + run.stderr
+    finally:
+        cluster.host(active).run("systemctl start haproxy")
+    cluster.wait_until(lambda: cluster.host(active).run("systemctl is-active haproxy").stdout.strip() == "active",
+                       30, f"haproxy active again on {active}")
+    assert virtual_ip_holders(cluster, address) != [active]
