@@ -152,3 +152,36 @@ def test_the_backup_load_balancer_takes_the_address_when_the_active_ones_haproxy
     cluster.wait_until(lambda: cluster.host(active).run("systemctl is-active haproxy").stdout.strip() == "active",
                        30, f"haproxy active again on {active}")
     assert virtual_ip_holders(cluster, address) != [active]
+
+
+LARGE_FACTS_REQUEST = r'''
+import json, socket, ssl, sys, time, urllib.parse
+host, me = sys.argv[1], sys.argv[2]
+ssldir = "/var/lib/puppet/ssl"
+context = ssl.create_default_context(cafile=f"{ssldir}/certs/ca.pem")
+context.load_cert_chain(f"{ssldir}/certs/{me}.pem", f"{ssldir}/private_keys/{me}.pem")
+now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+facts = {"name": me, "values": {"lab_padding": "x" * 20000}, "timestamp": now, "expiration": now}
+body = ("facts_format=application%2Fjson&facts=" + urllib.parse.quote(json.dumps(facts))).encode()
+head = (f"POST /puppet/v3/catalog/{me}?environment=production HTTP/1.1\r\nHost: {host}:8140\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+with socket.create_connection((host, 8140)) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
+    tls.sendall(head + body)
+    answer = b""
+    while chunk := tls.recv(65536):
+        answer += chunk
+print(answer.split(b"\r\n", 1)[0].decode())
+'''
+
+
+def test_a_catalog_request_with_20_kb_of_facts_in_one_piece_compiles(cluster):
+    """Headers and facts in one write fill the LB's request buffer before it adds its
+    own headers: haproxy answered such requests with its own 500 (a failed header
+    rewrite) until tune.maxrewrite made room. Every scenario: nginx and the fronts too."""
+    agent = cluster.agents[0]
+    host = cluster.host(agent)
+    host.run(f"cat > /root/lab-large-facts.py <<'EOF'\n{LARGE_FACTS_REQUEST}\nEOF")
+    for _attempt in range(3):
+        status = host.run(f"python3 /root/lab-large-facts.py {cluster.server_name} {agent}")
+        assert status.stdout.strip() == "HTTP/1.1 200 OK", status.stdout + status.stderr
