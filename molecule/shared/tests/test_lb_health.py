@@ -77,6 +77,7 @@ def test_haproxy_takes_out_a_master_whose_disk_is_full(cluster, haproxy):
     fill = host.run(
         f"set -e; size=$(( $(du -sk {data} | cut -f1) + 1024 ))k; mkdir -p /run/lab-full; "
         f"mount -t tmpfs -o size=$size lab-full /run/lab-full; cp -a {data}/. /run/lab-full/; "
+        f"chmod --reference={data} /run/lab-full; chown --reference={data} /run/lab-full; "
         f"dd if=/dev/zero of=/run/lab-full/.fill bs=64k 2>/dev/null || true; "
         f"mount --bind /run/lab-full {data}; df -P {data} | tail -n 1")
     assert fill.rc == 0, fill.stderr
