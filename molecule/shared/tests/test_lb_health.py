@@ -117,6 +117,12 @@ def test_a_drain_through_haproxys_runtime_api_survives_a_reload(cluster, haproxy
         enable = lb.run(f"puppet-lb-backend enable {drained}")
     assert enable.stdout.strip() == "changed", enable.stderr
     assert not cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
+    # A start reads the state file: the returned master is not drained again by the
+    # state saved while it was drained (before the enable saved the state too, the pair
+    # test's restart of haproxy brought the drain back).
+    restart = lb.run("systemctl restart haproxy")
+    assert restart.rc == 0, restart.stderr
+    assert not cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
     wait_for_state(cluster, haproxy, drained, True, 30)
 
 
