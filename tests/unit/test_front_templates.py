@@ -89,3 +89,47 @@ def test_apache_front_passes_the_client_certificate(proxy):
         assert lines[1].endswith(f"&& %{{SSL_CLIENT_S_DN}} != 'CN={proxy}'\""), lines
     else:
         assert lines == ["RequestHeader unset X-Client-Cert", setter + '"'], lines
+
+
+HAPROXY_VARS = dict(LB_VARS, _puppet_lb_haproxy_pem="/etc/haproxy/puppet-lb.pem", puppet_lb_check_interval=2,
+                    puppet_lb_check_rise=2, puppet_lb_check_fall=3, puppet_lb_error_limit=5,
+                    puppet_cluster_master_health_port=8141)
+
+
+def haproxy_servers(config):
+    return [line.split() for line in config.splitlines() if line.strip().startswith("server ")]
+
+
+@pytest.mark.parametrize("mode", ["tls", "tcp"])
+def test_haproxy_checks_every_master_over_tls_as_itself_and_asks_its_health_agent(mode):
+    """Issue 17: the active check of every master is TLS with the LB's certificate, the
+    master's certificate checked against the CA and its CRL for the shared name; the
+    agent check asks the master's disk. In tcp mode only the checks are TLS: the agents'
+    own TLS passes through (no `ssl` on the server line)."""
+    config = render("puppet_lb", "haproxy.cfg.j2", **dict(HAPROXY_VARS, puppet_lb_mode=mode))
+    assert "http-check send meth GET uri /status/v1/simple" in config
+    assert "http-check expect string running" in config
+    masters = [server for server in haproxy_servers(config) if server[1] != "puppetca.domain.org"]
+    assert [server[1] for server in masters] == ["puppet1.domain.org", "puppet2.domain.org"]
+    for server in masters:
+        line = " ".join(server)
+        for setting in ("check check-ssl check-sni puppet.domain.org", "inter 2s rise 2 fall 3",
+                        "crt /etc/haproxy/puppet-lb.pem", "ca-file /ssl/certs/ca.pem", "crl-file /ssl/crl.pem",
+                        "verify required verifyhost puppet.domain.org", "agent-check agent-port 8141"):
+            assert setting in line, (setting, line)
+        assert ("ssl" in server) == (mode == "tls"), line
+        assert ("observe layer7 error-limit 5 on-error mark-down" in line) == (mode == "tls"), line
+    assert "balance leastconn" in config and "option redispatch" in config
+
+
+def test_haproxy_replaces_the_client_headers_and_refuses_certificate_administration():
+    config = render("puppet_lb", "haproxy.cfg.j2", **HAPROXY_VARS)
+    frontend = config.split("frontend puppet", 1)[1].split("\nbackend ", 1)[0]
+    # Whatever the client sent is removed before the LB's own values are set.
+    for header in ("X-Client-Verify", "X-Client-DN", "X-Client-Cert"):
+        assert frontend.index(f"del-header {header}") < frontend.index(f"set-header {header}"), header
+    assert "set-header X-Client-Verify SUCCESS if { ssl_c_used } { ssl_c_verify 0 }" in frontend
+    admin = role_vars("puppet_cluster", "_puppet_cluster_ca_admin_paths")["_puppet_cluster_ca_admin_paths"]
+    assert f"http-request deny deny_status 403 if {{ path_reg -i {admin} }}" in frontend
+    assert "use_backend puppet_ca if { path_beg /puppet-ca/ }" in frontend
+    assert "ssl-min-ver TLSv1.2" in config

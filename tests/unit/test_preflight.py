@@ -234,6 +234,32 @@ TYPE_CASES = {
 }
 CASES.update(TYPE_CASES)
 
+# Issue 17: the haproxy engine's settings.
+CASES.update({
+    "LB engine not known": (
+        dict(variables={"puppet_cluster_lb_engine": "traefik"}),
+        "value of puppet_cluster_lb_engine must be one of: nginx, haproxy, got: traefik",
+    ),
+    "haproxy check interval of 0": (
+        dict(variables={"puppet_cluster_lb_engine": "haproxy", "puppet_lb_check_interval": 0}),
+        "puppet_lb_check_interval (0 s), puppet_lb_check_rise (2), puppet_lb_check_fall (2) and puppet_lb_error_limit (5) must each be 1 or more",
+    ),
+    "two load balancers without a virtual IP": (
+        dict(groups={**GOOD_GROUPS, "puppet_lb": ["puppetlb.domain.com", "puppetlb2.domain.com"]}),
+        "2 hosts in puppet_lb share one address, which agents reach under puppet.domain.com: set puppet_cluster_lb_virtual_ip",
+    ),
+    "a virtual IP outside the load balancers' network": (
+        dict(groups={**GOOD_GROUPS, "puppet_lb": ["puppetlb.domain.com", "puppetlb2.domain.com"]},
+             variables={"puppet_cluster_lb_virtual_ip": "203.0.113.250"}),
+        "got '203.0.113.250'), and puppet_lb_vrrp_router_id between 1 and 255",
+    ),
+    "a load balancer pair in tls mode": (
+        dict(groups={**GOOD_GROUPS, "puppet_lb": ["puppetlb.domain.com", "puppetlb2.domain.com"]},
+             variables={"puppet_cluster_lb_mode": "tls", "puppet_cluster_lb_virtual_ip": "203.0.113.250"}),
+        "needs puppet_lb_mode: tcp: in tls mode the masters trust the client headers of one load balancer certificate only",
+    ),
+})
+
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_inventory_stops_with_a_clear_message(tmp_path, case):

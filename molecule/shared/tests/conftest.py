@@ -145,9 +145,36 @@ class Cluster:
         assert read.rc == 0, f"{host}: cannot read {path}: {read.stderr.strip()}"
         return read.stdout
 
+    def lb_engine(self):
+        """What the load balancers run: the cluster's puppet_cluster_lb_engine (nginx by default)."""
+        return self.var(self.ca, "puppet_cluster_lb_engine", "nginx")
+
+    def lb_log(self, lb):
+        """The load balancer's access log: nginx writes a file, haproxy logs to the journal."""
+        if self.lb_engine() == "nginx":
+            return self.read_log(lb, "/var/log/nginx/puppet-lb-access.log").splitlines()
+        read = self.host(lb).run("journalctl -t haproxy -o cat --no-pager")
+        assert read.rc == 0, f"{lb}: cannot read haproxy's journal: {read.stderr.strip()}"
+        return read.stdout.splitlines()
+
+    def lb_config(self):
+        """Every load balancer's configuration file, as one text."""
+        path = {"nginx": "/etc/nginx/nginx.conf", "haproxy": "/etc/haproxy/haproxy.cfg"}[self.lb_engine()]
+        return "".join(self.host(lb).file(path).content_string for lb in self.lbs)
+
+    def haproxy_servers(self, lb):
+        """{master: (operational state, administrative state)} from haproxy's runtime API:
+        operational 2 is running (its checks pass), 0 stopped; administrative bit 1 is
+        maintenance (drained)."""
+        read = self.host(lb).run(
+            "echo 'show servers state puppet_masters' | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock")
+        assert read.rc == 0, read.stderr
+        fields = [line.split() for line in read.stdout.splitlines()[1:] if line and not line.startswith("#")]
+        return {f[3]: (int(f[5]), int(f[6])) for f in fields}
+
     def lb_log_lines(self):
         """Requests (tls mode) or connections (tcp mode) the load balancers logged."""
-        return sum(len(self.read_log(lb, "/var/log/nginx/puppet-lb-access.log").splitlines()) for lb in self.lbs)
+        return sum(len(self.lb_log(lb)) for lb in self.lbs)
 
     def access_log(self, master):
         """Requests puppetserver itself answered on this master (or the CA)."""

@@ -56,7 +56,7 @@ def test_load_balancer_sends_certificate_requests_to_the_ca(cluster):
         f"curl -sf --cacert /var/lib/puppet/ssl/certs/ca.pem https://{cluster.server_name}:8140/puppet-ca/v1/certificate/ca"
     )
     assert body.rc == 0 and "BEGIN CERTIFICATE" in body.stdout, body.stderr
-    log = cluster.read_log(cluster.lbs[0], "/var/log/nginx/puppet-lb-access.log").splitlines()
+    log = cluster.lb_log(cluster.lbs[0])
     # What the LB forwarded (it answers certificate administration and renewal itself: 403).
     ca_lines = [line for line in log if "/puppet-ca/" in line and "upstream=-" not in line]
     # The agent's own enrollment and the request above: all went to the CA.

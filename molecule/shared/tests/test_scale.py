@@ -19,10 +19,6 @@ def ca_inventory(cluster):
     return cluster.host(cluster.ca).run("puppetserver ca list --all").stdout
 
 
-def lb_config(cluster):
-    return "".join(cluster.host(lb).file("/etc/nginx/nginx.conf").content_string for lb in cluster.lbs)
-
-
 def test_scale_out_adds_a_master_behind_the_load_balancer(cluster):
     spares = cluster.groups.get("lab_spare_masters", [])
     if not spares:
@@ -30,7 +26,7 @@ def test_scale_out_adds_a_master_behind_the_load_balancer(cluster):
     spare = spares[0]
     agents_before, ca_before = agent_settings(cluster), ca_inventory(cluster)
     cluster.run_site_play(move={spare: (None, "puppet_masters")})
-    assert f"server {spare}:8140" in lb_config(cluster)
+    assert f" {spare}:8140" in cluster.lb_config()
     assert agent_settings(cluster) == agents_before, "adding a master changed an agent"
     if cluster.combination == 5:
         # The shared certificate: nothing was requested or signed on the CA.
@@ -51,7 +47,7 @@ def test_scale_in_takes_a_master_out_cleanly(cluster):
         pytest.skip("this scenario retires no master")
     agents_before = agent_settings(cluster)
     cluster.run_site_play(move={leaving: ("puppet_masters", "puppet_masters_retired")})
-    assert leaving not in lb_config(cluster)
+    assert leaving not in cluster.lb_config()
     assert agent_settings(cluster) == agents_before, "removing a master changed an agent"
     host = cluster.host(leaving)
     assert not host.service("puppetserver").is_running
