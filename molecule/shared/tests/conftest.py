@@ -208,7 +208,7 @@ class Cluster:
             args += ["-H", f"{name}: {value}"]
         args.append(url)
         result = self.host(client).run(shlex.join(args))
-        body, _, status = result.stdout.rpartition("\n")
+        body, _newline, status = result.stdout.rpartition("\n")
         status = int(status) if status.isdigit() else 0
         return Response(result.rc, status if result.rc == 0 else 0, body, result.stderr.strip())
 

@@ -44,7 +44,7 @@ def test_haproxy_takes_out_a_master_whose_puppetserver_stopped_behind_its_front(
     stop = host.run("systemctl stop puppetserver")
     assert stop.rc == 0, stop.stderr
     try:
-        front = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' -k https://127.0.0.1:8140/status/v1/simple")
+        front = host.run("curl -s -o /dev/null -w '%{http_code}' -k https://127.0.0.1:8140/status/v1/simple")
         # nginx answers 502, apache 503: the front is up, its backend is not.
         assert front.stdout in ("502", "503"), f"the front should still answer: {front.stdout} {front.stderr}"
         took = wait_for_state(cluster, haproxy, sick, False, check_window(cluster, haproxy) + 10)
