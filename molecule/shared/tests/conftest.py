@@ -28,11 +28,13 @@ TLS_NAMES = {"-tls1_1": r"TLSv1\.1", "-tls1_2": r"TLSv1\.2", "-tls1_3": r"TLSv1\
 
 
 def negotiated_protocol(s_client_output):
-    """The protocol `openssl s_client` negotiated: its "New, TLSv1.x, Cipher is" line, which
-    OpenSSL 1.1.1 to 3.x print for every handshake ("Protocol  :" is in the session block,
-    which OpenSSL 3.0 leaves out of a TLS 1.3 handshake that got no session ticket)."""
-    match = re.search(r"^New, (TLSv1\.\d|SSLv3), Cipher is", s_client_output, re.M) \
-        or re.search(r"Protocol\s*:\s*(TLSv1\.\d)", s_client_output)
+    """The protocol `openssl s_client` negotiated: its session block's "Protocol  :" line,
+    else a TLS 1.3 handshake's "New, TLSv1.3, Cipher is" line. OpenSSL 3.0 (Debian 12)
+    prints no session block for a TLS 1.3 handshake that got no session ticket; the "New,"
+    line names the cipher's version, not the protocol (TLSv1.0 for an AES-SHA cipher
+    negotiated in TLS 1.1), so it is read for TLS 1.3 only."""
+    match = re.search(r"Protocol\s*:\s*(TLSv1\.\d)", s_client_output) \
+        or re.search(r"^New, (TLSv1\.3), Cipher is", s_client_output, re.M)
     return match.group(1) if match else None
 
 
