@@ -248,3 +248,66 @@ def test_renew_replaces_certificates_and_crl_without_failing_an_agent_run(cluste
     again = cluster.run_playbook("playbooks/renew.yml")
     assert again.returncode == 0, again.stdout[-4000:]
     assert not re.search(r"changed=[1-9]", again.stdout), again.stdout[-4000:]
+
+
+def agent_certificate(cluster, agent):
+    """The agent's certificate as Puppet keeps it: serial, expiry (epoch seconds), public key."""
+    shown = cluster.host(agent).run(
+        f"cert={SSLDIR}/certs/{agent}.pem; openssl x509 -noout -serial -in $cert"
+        f" && date -d \"$(openssl x509 -noout -enddate -in $cert | cut -d= -f2)\" +%s"
+        f" && openssl x509 -noout -pubkey -in $cert")
+    assert shown.rc == 0, shown.stderr
+    serial, end, key = shown.stdout.split("\n", 2)
+    return serial.split("=", 1)[1], int(end), key
+
+
+def test_agents_renew_their_certificates_at_the_ca_itself(cluster):
+    """An agent's certificate renewed by playbooks/renew.yml: same key, new serial issued
+    by the CA, later expiry, and the agent runs with it through its usual entry. The
+    renewal goes straight to the CA host, which renews the certificate it sees on the
+    connection; behind the load balancer or a master's /puppet-ca/ proxy (combinations
+    1-3) the CA would see the proxy's, and those answer renewal 403
+    (test_certificate_administration_and_renewal_are_refused_behind_a_tls_load_balancer),
+    so there Puppet's own renewal during runs is off and the playbook renews."""
+    agent = cluster.agents[0]
+    ca_certname = cluster.var(cluster.ca, "puppet_ca_certname") or cluster.ca
+    ca_server = cluster.agent_ca_server(agent)
+    interval = cluster.host(agent).run("puppet config print hostcert_renewal_interval").stdout.strip()
+    if ca_server == ca_certname:
+        assert interval not in ("", "0"), f"{agent} names the CA but does not renew itself"
+    else:
+        assert interval == "0", f"{agent} would renew through {ca_server} (403): interval {interval}"
+    inventory = "/etc/puppet/puppetserver/ca/inventory.txt"
+    issued = len(cluster.read_log(cluster.ca, inventory).splitlines())
+    if ca_server != ca_certname:
+        # Through the proxy the CA would renew the proxy's certificate (or see none).
+        url = f"https://{ca_server}:8140/puppet-ca/v1/certificate_renewal"
+        for cert in (None, agent):
+            assert cluster.https_status(agent, url, cert=cert, method="POST",
+                                        headers={"Content-Type": "text/plain"}) == 403, (url, cert)
+        assert len(cluster.read_log(cluster.ca, inventory).splitlines()) == issued
+    version = cluster.host(cluster.ca).run("dpkg-query --show --showformat '${Version}' puppetserver").stdout
+    if not re.match(r"([89]|\d\d)\.", version):
+        pytest.skip(f"the CA runs puppetserver {version}: renewal needs puppetserver 8")
+
+    serial_before, end_before, key_before = agent_certificate(cluster, agent)
+    # A window (8 years) that holds the agent's certificate (5 years).
+    play = cluster.run_playbook("playbooks/renew.yml", args=(
+        "--limit", f"{agent},localhost", "-e", "puppet_cluster_renew_within_days=3000"))
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
+    assert f"{agent}: agent certificate renewed" in play.stdout, play.stdout[-4000:]
+    serial_after, end_after, key_after = agent_certificate(cluster, agent)
+    assert serial_after != serial_before, f"{agent} still has certificate {serial_before}"
+    assert key_after == key_before, f"{agent}'s key changed"
+    assert end_after > end_before, f"{agent}'s renewed certificate ends {end_after}, before {end_before}"
+    # The CA issued it: its inventory lists the new serial under the agent's name.
+    records = cluster.read_log(cluster.ca, inventory)
+    assert re.search(rf"^0x0*{serial_after.lstrip('0')}\s.*/CN={re.escape(agent)}$", records, re.M | re.I), \
+        f"the CA's inventory has no serial {serial_after} for {agent}"
+    run = cluster.agent_run(agent)
+    assert run.rc in (0, 2), run.stdout[-3000:] + run.stderr[-2000:]
+    # Within the default window nothing is due any more.
+    again = cluster.run_playbook("playbooks/renew.yml", args=("--limit", f"{agent},localhost"))
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert f"{agent}: agent certificate kept" in again.stdout
+    assert not re.search(r"changed=[1-9]", again.stdout), again.stdout[-4000:]
