@@ -156,7 +156,7 @@ def test_spec_defaults_match_defaults_file(role):
 
 # The cluster-wide settings role holds defaults and vars only: the others depend on it.
 SETTINGS_ROLES = {"puppet_cluster"}
-# What every inventory gives (README, "Inventory contract"), documented by puppet_cluster's
+# What every inventory gives (docs/architecture.md, "Inventory contract"), documented by puppet_cluster's
 # validate entry point.
 INVENTORY_INPUTS = {"puppet_cluster_combination", "puppet_cluster_server_name", "puppet_cluster_ca_server"}
 # The parameters of puppet_cluster's jvm_args entry point, which the CA and master roles
