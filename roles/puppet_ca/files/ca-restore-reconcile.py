@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Bring a CA directory restored from a backup up to what the cluster saw after it.
 
 usage: ca-restore-reconcile.py CADIR SKIP [CRL_BUNDLE ...]

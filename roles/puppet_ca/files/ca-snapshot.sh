@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Copy the CA directory ($1) into $2 while puppetserver keeps signing, consistently: the
 # copy is kept only if the serial counter, the inventory, the signed certificates and
 # the CRL were the same before and after it (a certificate signed during the copy could
