@@ -11,6 +11,7 @@ a new node is signed by the same chain and no serial repeats. Opt-in per scenari
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -99,7 +100,9 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
     inventory_at_backup = cluster.read_log(cluster.ca, f"{CADIR}/inventory.txt")
 
     # After the backup: a node is revoked, and the masters hold the CRL that says so.
-    victim = f"drill-revoked.{domain}"
+    # Names of this run: a CA restored from an earlier run's archive knows the earlier ones.
+    stamp = time.strftime("%H%M%S")
+    victim = f"drill-revoked-{stamp}.{domain}"
     made = ca.run(f"puppetserver ca generate --certname {victim}")
     assert made.rc == 0, made.stdout + made.stderr
     agent = cluster.agents[0]
@@ -159,7 +162,7 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
     assert re.search(rf"Serial Number: 0*{victim_serial:X}\b", listed.stdout, re.I), listed.stdout[-2000:]
 
     # A new node enrols, signed by the same chain the agents trust, with a new serial.
-    newcomer = f"drill-new.{domain}"
+    newcomer = f"drill-new-{stamp}.{domain}"
     node = cluster.host(agent)
     node.run("rm -rf /root/drill-ssl")
     ssl = f"--ssldir /root/drill-ssl --certname {newcomer} --server {cluster.agent_ca_server(agent)}"
@@ -178,3 +181,4 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
     # the backup, like the revoked node's, are not: they are on their hosts only).
     assert set(serials(inventory_at_backup)) <= set(issued)
     node.run(f"rm -rf /root/drill-ssl {SSLDIR}/certs/{victim}.pem {SSLDIR}/private_keys/{victim}.pem")
+    ca.run(f"puppetserver ca clean --certname {newcomer}")
