@@ -22,6 +22,56 @@ def print_table(results):
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
 
 
+# The columns of `drill table`: (heading, key of a drill's result).
+DRILL_COLUMNS = (
+    ("out of rotation after s", "out_of_rotation_after_s"), ("back after s", "back_in_rotation_after_s"),
+    ("catalogs on it again after s", "catalogs_on_it_again_after_s"),
+    ("failed requests while sick", "failed_requests_while_sick"),
+    ("of which catalogs", "failed_catalogs_while_sick"),
+    ("failed after the first 10 s", "failed_requests_after_first_10s"),
+    ("last failure after s", "last_failure_after_s"), ("stalled > 10 s", "stalled_requests"),
+    ("failed agent runs while sick", "failed_agent_runs_while_sick"),
+    ("address unreachable s", "virtual_ip_unreachable_s"),
+    ("failed requests around the move", "failed_requests_around_the_move"),
+    ("failed after the move", "failed_requests_after_the_move"),
+    ("failed agent runs across the move", "failed_agent_runs_spanning_the_move"),
+    ("failed agent runs after the move", "failed_agent_runs_after_the_move"),
+    ("catalogs/s", "catalogs_per_s"), ("p95 ms", "catalog_p95_ms"),
+)
+
+
+def drill_results(lab, drills):
+    """{(drill, engine): result} of the newest run of each drill under each engine on a lab."""
+    found = {}
+    for d in sorted(os.listdir(RESULTS), reverse=True):
+        path = os.path.join(RESULTS, d, "summary.json")
+        if not os.path.exists(path):
+            continue
+        meta = read_summary(os.path.join(RESULTS, d))
+        if meta.get("lab") != lab or meta["name"] not in drills or not meta["results"]:
+            continue
+        res = meta["results"][0]
+        found.setdefault((meta["name"], res.get("engine")), dict(res, result_dir=d))
+    return found
+
+
+def print_drill_table(lab, drills):
+    """The newest drills on a lab, nginx beside haproxy, as a Markdown table."""
+    found = drill_results(lab, drills)
+    print("| drill | engine | " + " | ".join(h for h, _key in DRILL_COLUMNS) + " | verdict | result |")
+    print("|---|---|" + "---|" * len(DRILL_COLUMNS) + "---|---|")
+    for name in drills:
+        for engine in ("nginx", "haproxy"):
+            res = found.get((name, engine))
+            if res is None:
+                continue
+            cells = []
+            for _heading, key in DRILL_COLUMNS:
+                value = res.get(key, "")
+                cells.append("never" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value))
+            print(f"| {name} | {engine} | {' | '.join(cells)} | {'pass' if res['pass'] else 'FAIL'} | {res['result_dir']} |")
+
+
 def read_summary(result_dir):
     with open(os.path.join(result_dir, "summary.json"), encoding="utf-8") as fh:
         return json.load(fh)
