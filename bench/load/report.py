@@ -24,10 +24,11 @@ def print_table(results):
 
 # The columns of `drill table`: (heading, key of a drill's result).
 DRILL_COLUMNS = (
-    ("out of rotation after s", "out_of_rotation_after_s"), ("back after s", "back_in_rotation_after_s"),
+    ("out of rotation after s", "out_of_rotation_after_s"),
+    ("back after s (from the master ready)", "back_in_rotation_after_ready_s"),
     ("catalogs on it again after s", "catalogs_on_it_again_after_s"),
     ("failed requests while sick", "failed_requests_while_sick"),
-    ("of which catalogs", "failed_catalogs_while_sick"),
+    ("of which catalogs (Locust agent runs)", "failed_catalogs_while_sick"),
     ("failed after the first 10 s", "failed_requests_after_first_10s"),
     ("last failure after s", "last_failure_after_s"), ("stalled > 10 s", "stalled_requests"),
     ("failed agent runs while sick", "failed_agent_runs_while_sick"),

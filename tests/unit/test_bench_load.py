@@ -305,13 +305,13 @@ def test_sick_master_failure_figures():
         return {"t_end": str(start + ms / 1000), "ms": str(ms), "error": error, "name": name}
 
     rows = [row(90, 500, "HTTP 502"), row(101, 200, "HTTP 502"), row(103, 100, "HTTP 500", "node"),
-            row(115, 300, "HTTP 500"), row(120, 15000), row(161, 200, "transport"), row(130, 300)]
+            row(115, 300, "HTTP 500"), row(120, 15000), row(105, 12000), row(161, 200, "transport"), row(130, 300)]
     runs = [{"start": 102, "ok": False, "rc": 1, "errors": ["Error: 502"]}, {"start": 130, "ok": True, "errors": []},
             {"start": 150, "ok": False, "rc": 1, "errors": []}]
     figures = lb_drills.failure_figures(rows, runs, events)
     assert figures["failed_requests_before"] == 1
     assert (figures["failed_requests_while_sick"], figures["failed_catalogs_while_sick"]) == (3, 2)
-    assert figures["requests_while_sick"] == 5
+    assert figures["requests_while_sick"] == 6
     assert figures["failed_requests_after_first_10s"] == 1
     assert figures["failed_requests_after_well"] == 1
     assert figures["last_failure_after_s"] == 61.2
