@@ -315,7 +315,8 @@ def test_sick_master_failure_figures():
     assert figures["failed_requests_after_first_10s"] == 1
     assert figures["failed_requests_after_well"] == 1
     assert figures["last_failure_after_s"] == 61.2
-    assert figures["stalled_requests"] == 1
+    assert (figures["stalled_requests"], figures["stalled_requests_in_first_10s"]) == (1, 1)
+    assert figures["slowest_request_while_sick_s"] == 15.0
     assert (figures["agent_runs_while_sick"], figures["failed_agent_runs_while_sick"]) == (3, 2)
     assert figures["failed_agent_runs_after_first_10s"] == 1
     assert figures["agent_run_errors"] == ["Error: 502", "rc 1"]
@@ -331,9 +332,10 @@ def test_drill_table_reads_the_newest_run_per_engine(tmp_path, monkeypatch, caps
             {"engine": engine, "out_of_rotation_after_s": out, "pass": out is not None}]}))
     report.print_drill_table("combo5", ["disk-full", "jvm-frozen"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4
-    assert lines[2].startswith("| disk-full | nginx | never |") and "FAIL" in lines[2]
+    assert len(lines) == 5
+    assert lines[2].startswith("| disk-full | nginx | never | never | - |") and "FAIL" in lines[2]
     assert lines[3].startswith("| disk-full | haproxy | 4.1 |") and "20260101T000200Z" in lines[3]
+    assert lines[4] == ""
 
 
 def test_lab_network_as_molecule_reads_it():
