@@ -199,9 +199,10 @@ def drill_sick_master(lab, args, outdir, certnames, fault):
 
 def sick_verdict(figures):
     """A sick master costs agents its first seconds at most (the checks' window, interval x
-    fall, and requests in flight): nothing fails or stalls after them."""
+    fall, and requests in flight): after them nothing fails or stalls, and catalogs are
+    served (a frozen master holding every agent's request stalls them all: none is)."""
     return (figures["failed_requests_after_first_10s"] == 0 and figures["failed_agent_runs_after_first_10s"] == 0
-            and figures["stalled_requests"] == 0)
+            and figures["stalled_requests"] == 0 and figures["catalogs_served_after_first_10s"] > 0)
 
 
 def failure_figures(rows, runs, events):
@@ -219,6 +220,9 @@ def failure_figures(rows, runs, events):
         "failed_requests_while_sick": sum(1 for r in failed if sick <= started(r) < well),
         "failed_catalogs_while_sick": sum(1 for r in failed if sick <= started(r) < well and r["name"] == "catalog"),
         "requests_while_sick": len(sick_rows),
+        # Agents kept being served: catalogs that ended after the checks' first seconds.
+        "catalogs_served_after_first_10s": sum(1 for r in rows if r["name"] == "catalog" and not r["error"]
+                                               and sick + 10 <= float(r["t_end"]) < well),
         # A failure in the first seconds is the checks' window (interval x fall) at work.
         "failed_requests_after_first_10s": sum(1 for r in failed if sick + 10 <= started(r) < well),
         "failed_requests_after_well": sum(1 for r in failed if started(r) >= well),

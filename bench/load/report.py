@@ -34,6 +34,7 @@ SICK_COLUMNS = (
     ("last failure after s", "last_failure_after_s"),
     ("stalled > 10 s, first 10 s", "stalled_requests_in_first_10s"), ("stalled > 10 s, after", "stalled_requests"),
     ("slowest while sick s", "slowest_request_while_sick_s"),
+    ("catalogs served after the first 10 s", "catalogs_served_after_first_10s"),
     ("real agent runs while sick, failed", "agent_runs_failed"),
     ("catalogs/s", "catalogs_per_s"), ("p95 ms", "catalog_p95_ms"),
 )
@@ -81,6 +82,8 @@ def drill_results(lab, drills):
 
 def cell(res, key):
     value = res.get(key)
+    if value is None and key == "back_in_rotation_after_ready_s" and res.get("engine") == "nginx":
+        return "-"  # nginx has no active checks: it never took the master out
     if value is None:
         return NONE_TEXT.get(key, "-")
     return f"{value:.1f}" if isinstance(value, float) else str(value)

@@ -312,6 +312,13 @@ def test_sick_master_failure_figures():
     assert figures["failed_requests_before"] == 1
     assert (figures["failed_requests_while_sick"], figures["failed_catalogs_while_sick"]) == (3, 2)
     assert figures["requests_while_sick"] == 6
+    # Those that ended at 117, 130.3 and 135; not the failed ones.
+    assert figures["catalogs_served_after_first_10s"] == 3
+    assert not lb_drills.sick_verdict(figures)
+    assert lb_drills.sick_verdict(dict(figures, failed_requests_after_first_10s=0, failed_agent_runs_after_first_10s=0,
+                                       stalled_requests=0))
+    assert not lb_drills.sick_verdict(dict(figures, failed_requests_after_first_10s=0, stalled_requests=0,
+                                           failed_agent_runs_after_first_10s=0, catalogs_served_after_first_10s=0))
     assert figures["failed_requests_after_first_10s"] == 1
     assert figures["failed_requests_after_well"] == 1
     assert figures["last_failure_after_s"] == 61.2
@@ -333,7 +340,7 @@ def test_drill_table_reads_the_newest_run_per_engine(tmp_path, monkeypatch, caps
     report.print_drill_table("combo5", ["disk-full", "jvm-frozen"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5
-    assert lines[2].startswith("| disk-full | nginx | never | never | - |") and "FAIL" in lines[2]
+    assert lines[2].startswith("| disk-full | nginx | never | - | - |") and "FAIL" in lines[2]
     assert lines[3].startswith("| disk-full | haproxy | 4.1 |") and "20260101T000200Z" in lines[3]
     assert lines[4] == ""
 
