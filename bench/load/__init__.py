@@ -1,9 +1,13 @@
-"""Load measurements and fault drills on the combination 4 lab (docs/load.md).
+"""Load measurements and fault drills on the Molecule labs (docs/load.md).
 
 Called by bench/run (through driver.py):
-  load [--block NAME ...] [--lab combo4|legacy] [--environment production|bench]
+  load [--block NAME ...] [--lab combo4|combo5|legacy] [--environment production|bench]
        [--users N] [--duration S] [--warmup S] [--plot-only]
   drill master-down|ca-down|revoke-under-load|lb-restart [--users N] [--master puppet1|puppet2]
+        (combination 4's single nginx LB)
+  drill front-up-puppetserver-down|jvm-frozen|disk-full|lb-host-down --lab combo4|combo5
+        [--sick-seconds S] (either LB engine; lb-host-down: the pair of combination 5)
+  drill table [--lab combo5]  the latest sick-master and pair drills, nginx against haproxy
 
 Every block that loads the lab heavily or changes its state runs as its own
 `flock /tmp/lab.lock` invocation of driver.py (`_locked <block>`), restores what it
@@ -12,13 +16,14 @@ bench/.state/results/<UTC time>-<block>/ (summary.json, Locust CSV files, per-re
 
 The modules, in the order a run uses them:
   cli.py          the command line, the lock, one block or drill with its results saved
-  lab.py          the Lab object (hosts, names, docker exec, readiness waits, the guard)
+  lab.py          the Lab object (hosts and names from the scenario, docker exec, waits, the guard)
   tls.py          TLS contexts and HTTPS requests from this host to the lab
   certs.py        the load's client certificates, signed by the lab's CA
   env.py          the 30-module `bench` environment written on the masters
   locust_run.py   running Locust and summarizing its per-request log
   blocks.py       the measurement blocks of `load`
-  drills.py       the fault drills of `drill`
+  drills.py       the fault drills of `drill` on combination 4
+  lb_drills.py    the drills of a sick master and of the LB pair, under either engine
   report.py       the table printed and the plots in docs/img
   backend_probe.py, tuning_settings.sh: programs copied into a master and run there
 """

@@ -4,18 +4,16 @@ import os
 import shutil
 
 from .common import CERTDIR, SSLDIR, log
-from .lab import DOMAIN
-
 N_CERTS = 16
 
 
-def load_certnames(n=N_CERTS):
-    return [f"load-{i:03d}.{DOMAIN}" for i in range(1, n + 1)]
+def load_certnames(domain, n=N_CERTS):
+    return [f"load-{i:03d}.{domain}" for i in range(1, n + 1)]
 
 
-def certnames_for(users):
+def certnames_for(users, domain):
     """One certificate per simulated agent, and never fewer than N_CERTS."""
-    return load_certnames(max(users, N_CERTS))
+    return load_certnames(domain, max(users, N_CERTS))
 
 
 def write_private(path, data):

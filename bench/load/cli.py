@@ -11,10 +11,11 @@ import time
 from .blocks import BLOCKS
 from .certs import certnames_for, ensure_certs
 from .common import DRIVER, LOCKFILE, RESULTS, log
-from .drills import DRILLS
+from .drills import DRILLS as COMBO4_DRILLS
+from .lb_drills import DRILLS as LB_DRILLS
 from .env import install_bench_env, remove_bench_env
-from .lab import LABS, Lab, LabInUse, lab_busy, wait_quiet
-from .report import plot_all, print_table
+from .lab import LABS, SCENARIOS, Lab, LabInUse, lab_busy, scenario_spec, wait_quiet
+from .report import plot_all, print_drill_table, print_table
 
 LOCK_BUDGET_S = 360
 # How long to wait for the lab to be free of converges and tests before measuring anyway.
@@ -24,11 +25,16 @@ QUIET_WAIT_MEASURE_S = 120
 
 # Blocks and drills that stop services or pin CPUs: never started while a converge or a test
 # drives the lab (it could fail because of them), only measured "disturbed" ones may be.
-CHANGES_STATE = {("load", "lb-one"), ("load", "tuning"), ("drill", "master-down"), ("drill", "ca-down"),
-                 ("drill", "revoke-under-load"), ("drill", "lb-restart")}
-# What runs on the legacy lab: its masters have no puppetserver (no tuning, no plain port) and
-# the drills are written against combination 4's services.
-LEGACY_BLOCKS = {("load", "entry")}
+DRILLS = {**COMBO4_DRILLS, **LB_DRILLS}
+CHANGES_STATE = {("load", "lb-one"), ("load", "tuning")} | {("drill", name) for name in DRILLS}
+# Where each block and drill runs. The legacy lab's masters have no puppetserver (no tuning,
+# no plain port); the first drills read nginx's LB log and stop the single LB of
+# combination 4; the sick-master drills run on any puppetserver lab with either engine,
+# lb-host-down needs a pair (combination 5).
+RUNS_ON = {("load", "entry"): LABS, **{("drill", name): ("combo4",) for name in COMBO4_DRILLS},
+           **{("drill", name): SCENARIOS for name in LB_DRILLS}, ("drill", "lb-host-down"): ("combo5",)}
+# The masters of the scenarios' labs (puppet1, puppet2): what --master may name.
+MASTER_KEYS = sorted({key for name in SCENARIOS for key in scenario_spec(name)["masters"]})
 # The blocks `load` runs without --block, per lab.
 DEFAULT_BLOCKS = {"combo4": ["entry", "lb-one", "pinned", "backend", "tuning"], "legacy": ["entry"]}
 
@@ -54,8 +60,8 @@ def run_unit(kind, name, args):
     """Inside the lock: one block or drill, with a time budget check, results saved."""
     start = time.monotonic()
     lab = Lab(args.lab, args.environment)
-    if lab.name != "combo4" and (kind, name) not in LEGACY_BLOCKS:
-        log(f"{kind} {name} is written for the combo4 lab; on {lab.name} only: {sorted(LEGACY_BLOCKS)}")
+    if lab.name not in RUNS_ON.get((kind, name), ("combo4",)):
+        log(f"{kind} {name} runs on {', '.join(RUNS_ON.get((kind, name), ('combo4',)))}, not on {lab.name}")
         return 2
     lab.wait_present()
     if lab_busy():
@@ -63,7 +69,7 @@ def run_unit(kind, name, args):
             log(f"SKIPPED {kind} {name}: a converge or test started while waiting for the lock")
             return 3
         log(f"someone else is driving the lab, results will be flagged: {lab_busy()[:1]}")
-    certnames = certnames_for(args.users)
+    certnames = certnames_for(args.users, lab.domain)
     ensure_certs(lab, certnames)
     lab.wait_masters_ready(certnames[0])
     outdir = new_outdir(lab.results_name(name))
@@ -115,7 +121,7 @@ def build_parser():
     for name in ("load", "drill", "_locked"):
         sp = sub.add_parser(name)
         if name == "drill":
-            sp.add_argument("name", choices=sorted(DRILLS))
+            sp.add_argument("name", choices=[*sorted(DRILLS), "table"])
         if name == "_locked":
             sp.add_argument("kind", choices=["load", "drill"])
             sp.add_argument("name")
@@ -125,8 +131,8 @@ def build_parser():
             sp.add_argument("--plot-only", action="store_true", help="only redraw docs/img from the latest results")
             sp.add_argument("--use", action="append", metavar="RESULT_DIR",
                             help="with --plot-only: plot this result directory instead of its block's latest")
-        sp.add_argument("--lab", choices=sorted(LABS), default="combo4",
-                        help="the lab to measure (default combo4; legacy: the entry block only)")
+        sp.add_argument("--lab", choices=LABS, default="combo4",
+                        help="the lab (Molecule scenario) to measure (default combo4; legacy: the entry block only)")
         sp.add_argument("--environment", choices=["production", "bench"], default="production",
                         help="the code compiled: the lab's own (2 resources) or the 300-resource bench environment")
         sp.add_argument("--catalogs-only", action="store_true",
@@ -137,10 +143,12 @@ def build_parser():
         sp.add_argument("--rounds", type=int, default=2,
                         help="load: rounds of interleaved measurements (default 2)")
         sp.add_argument("--warmup", type=int, default=30, help="warm-up seconds per master (default 30)")
-        # The combo4 lab's masters: the blocks and drills that take --master run there only.
-        sp.add_argument("--master", choices=sorted(LABS["combo4"]["masters"]), default="puppet1",
+        sp.add_argument("--master", choices=MASTER_KEYS, default="puppet1",
                         help="master-down: whose front to stop; backend: the master measured inside "
-                             "(default puppet1, nginx front; puppet2 has apache)")
+                             "(default puppet1, nginx front; puppet2 has apache); the sick-master drills: "
+                             "the master made sick (default the first with a front)")
+        sp.add_argument("--sick-seconds", type=int, default=45,
+                        help="sick-master and lb-host-down drills: how long the fault lasts (default 45)")
         sp.add_argument("--down-catalogs", type=int, default=150,
                         help="drills: catalogs to serve while the component is down (default 150)")
     return p
@@ -151,7 +159,8 @@ def locked_argv(args):
     return ["--lab", args.lab, "--environment", args.environment, *(["--catalogs-only"] if args.catalogs_only else []),
             "--users", str(args.users), "--duration", str(args.duration), "--warmup", str(args.warmup),
             "--rounds", str(args.rounds),
-            "--master", args.master, "--down-catalogs", str(args.down_catalogs)]
+            "--master", args.master, "--down-catalogs", str(args.down_catalogs),
+            "--sick-seconds", str(args.sick_seconds)]
 
 
 def main(argv=None):
@@ -162,10 +171,13 @@ def main(argv=None):
         return run_unit(args.kind, args.name, args)
     if args.cmd == "load":
         if not args.plot_only:
-            rcs = [locked(["load", b, *common]) for b in (args.block or DEFAULT_BLOCKS[args.lab])]
+            rcs = [locked(["load", b, *common]) for b in (args.block or DEFAULT_BLOCKS.get(args.lab, ["entry"]))]
             if any(rcs):
                 return 1
         plot_all(args.use)
+        return 0
+    if args.name == "table":
+        print_drill_table(args.lab, list(LB_DRILLS))
         return 0
     rc = locked(["drill", args.name, *common])
     plot_all()

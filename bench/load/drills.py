@@ -12,7 +12,7 @@ import time
 
 from .certs import ensure_certs
 from .common import STATE, log
-from .lab import DOMAIN, docker, ip_of
+from .lab import docker, ip_of
 from .locust_run import read_reqlog, run_locust, summarize, warm_up
 from .tls import https_request, port_closed
 
@@ -149,7 +149,7 @@ def drill_ca_down(lab, args, outdir, certnames):
         lab.service(lab.ca, "puppetserver", "stop")
         lab.wait_for("the CA's port closed", lambda: port_closed(ca_ip), 120)
         events["stopped"] = time.time()
-        name = f"drill-csr-{stamp}.{DOMAIN}"
+        name = f"drill-csr-{stamp}.{lab.domain}"
         checks["csr_while_down"] = submit_csr(lab, name, make_csr(name))
         log(f"CSR while the CA is down: {checks['csr_while_down'][0]}")
         lab.wait_for(f"{args.down_catalogs} catalogs through the LB with the CA down", lambda: sum(
@@ -162,7 +162,7 @@ def drill_ca_down(lab, args, outdir, certnames):
         lab.service(lab.ca, "puppetserver", "start")
         lab.wait_for("the CA's /status/v1/simple", lambda: lab.status_ok(ca_ip, lab.ca, certnames[0]), 240)
         events["ready"] = time.time()
-    name2 = f"drill-csr-{stamp}-after.{DOMAIN}"
+    name2 = f"drill-csr-{stamp}-after.{lab.domain}"
     checks["csr_after"] = submit_csr(lab, name2, make_csr(name2))
     listed = lab.run_in(lab.ca, "puppetserver", "ca", "list", check=False).stdout.decode()
     checks["csr_after_listed"] = name2 in listed
@@ -217,7 +217,7 @@ def drill_revoke(lab, args, outdir, certnames):
     """
     eps = lab.entry_points()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
-    victim = f"load-revoke-{stamp}.{DOMAIN}"
+    victim = f"load-revoke-{stamp}.{lab.domain}"
     ensure_certs(lab, certnames + [victim])
     warm_up(lab, outdir, eps, args.users, args.warmup, certnames)
     node_path = f"/puppet/v3/node/{victim}?environment=production"

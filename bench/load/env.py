@@ -80,7 +80,7 @@ def install_bench_env(lab):
         docker("exec", "-i", host, "sh", "-c",
                f"rm -rf {target} && mkdir -p {target} && tar -x -C {target} --no-same-owner",
                input_bytes=archive)
-    if lab.name == "combo4":
+    if lab.name != "legacy":
         # New code under environment_timeout = unlimited: flush the cache as the play's code
         # deployment does (reload puppetserver), or a previous version of this code is served.
         for host in lab.masters.values():

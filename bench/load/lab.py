@@ -1,56 +1,101 @@
-"""The lab a block or drill runs on: its hosts and names (the LABS table), and what the
-driver does to it (docker exec, services, CPU sets, readiness waits, the guard).
+"""The lab a block or drill runs on: its hosts and names (read from its Molecule scenario),
+and what the driver does to it (docker exec, services, CPU sets, readiness waits, the guard).
 
 Shaped like molecule/shared/tests/conftest.py's Cluster: one object, built from the lab's
-name, passed to every function that touches the lab.
+name (its Molecule scenario), passed to every function that touches the lab.
 """
 
 import hashlib
 import os
+import re
 import subprocess
 import time
 
-from .common import log, PORT
+import yaml
+
+from .common import PORT, ROOT, log
 from .tls import https_request, port_closed
 
-DOMAIN = "domain.com"
-# The labs the driver knows: Molecule's combination 4 (puppetserver 8.7 on Debian 13) and the
-# legacy scenario (Puppet 5.5 under Passenger on Debian 11), each before any migration.
-# `--lab` picks one; Lab(name) reads its row.
-LABS = {
-    "combo4": {
-        "ca": f"puppetca.{DOMAIN}", "lb": f"puppetlb.{DOMAIN}", "shared_name": f"puppet.{DOMAIN}",
-        "agent": f"agent1.{DOMAIN}",
-        "masters": {"puppet1": f"puppet1.{DOMAIN}", "puppet2": f"puppet2.{DOMAIN}"},
-        # Each master's TLS front (molecule/combo4/molecule.yml) and the units that serve it.
-        "front_service": {"puppet1": "nginx", "puppet2": "apache2"},
-        "front_label": {"puppet1": "nginx front", "puppet2": "apache front"},
-        "master_units": {"puppet1": ("puppetserver", "nginx"), "puppet2": ("puppetserver", "apache2")},
-        "ca_unit": "puppetserver",
-        "ca_cert_path": "/etc/puppet/puppetserver/ca/ca_crt.pem",
-        # One call for any number of names, comma-separated.
-        "ca_generate": ["puppetserver", "ca", "generate", "--certname"], "ca_generate_batch": True,
-        "status_path": "/status/v1/simple", "status_body": b"running",
-        "codedir": "/etc/puppet/code",
-    },
-    "legacy": {
-        "ca": f"ca5.{DOMAIN}", "lb": f"lb5.{DOMAIN}", "shared_name": f"puppet5.{DOMAIN}",
-        "agent": f"agent5.{DOMAIN}",
-        "masters": {"master5a": f"master5a.{DOMAIN}", "master5b": f"master5b.{DOMAIN}"},
-        "front_service": {"master5a": "apache2", "master5b": "nginx"},
-        "front_label": {"master5a": "Puppet 5.5, apache + mod_passenger",
-                        "master5b": "Puppet 5.5, nginx + Passenger Standalone"},
-        "master_units": {"master5a": ("apache2",), "master5b": ("puppet-passenger", "nginx")},
-        "ca_unit": "apache2",
-        "ca_cert_path": "/var/lib/puppet/ssl/ca/ca_crt.pem",
-        # Puppet 5's Ruby CA: one name per call (its CLI takes several, but a failure
-        # half-way would leave the batch unclear).
-        "ca_generate": ["puppet", "cert", "generate"], "ca_generate_batch": False,
-        # The Rack master has no /status/v1; Debian's config.ru wants an environment.
-        "status_path": "/puppet/v3/status/ready?environment=production", "status_body": b'"is_alive":true',
-        "codedir": "/etc/puppet/code",
-    },
+# What every puppetserver lab shares (Debian's puppetserver 7 and 8 packages).
+PUPPETSERVER = {
+    "ca_unit": "puppetserver",
+    "ca_cert_path": "/etc/puppet/puppetserver/ca/ca_crt.pem",
+    # One call for any number of names, comma-separated.
+    "ca_generate": ["puppetserver", "ca", "generate", "--certname"], "ca_generate_batch": True,
+    "status_path": "/status/v1/simple", "status_body": b"running",
+    "codedir": "/etc/puppet/code",
 }
+# The unit that serves each puppet_master_frontend; "none": puppetserver ends TLS itself.
+FRONT_UNITS = {"nginx": "nginx", "apache": "apache2", "none": "puppetserver"}
+# The Molecule scenarios the driver reads its hosts from (molecule/<name>/molecule.yml):
+# combination 4 (puppetserver 8 on Debian 13, one LB) and combination 5 (puppetserver 7
+# on Debian 12, an LB pair on a virtual IP, one certificate shared by the masters).
+SCENARIOS = ("combo4", "combo5")
+# The legacy scenario (Puppet 5.5 under Passenger on Debian 11) differs in every path and
+# unit: its row is written out.
+LEGACY_DOMAIN = "domain.com"
+LEGACY = {
+    "ca": f"ca5.{LEGACY_DOMAIN}", "lbs": [f"lb5.{LEGACY_DOMAIN}"], "shared_name": f"puppet5.{LEGACY_DOMAIN}",
+    "agent": f"agent5.{LEGACY_DOMAIN}", "domain": LEGACY_DOMAIN, "virtual_ip": "", "combination": 4,
+    "masters": {"master5a": f"master5a.{LEGACY_DOMAIN}", "master5b": f"master5b.{LEGACY_DOMAIN}"},
+    "front_service": {"master5a": "apache2", "master5b": "nginx"},
+    "front_label": {"master5a": "Puppet 5.5, apache + mod_passenger",
+                    "master5b": "Puppet 5.5, nginx + Passenger Standalone"},
+    "master_units": {"master5a": ("apache2",), "master5b": ("puppet-passenger", "nginx")},
+    "ca_unit": "apache2",
+    "ca_cert_path": "/var/lib/puppet/ssl/ca/ca_crt.pem",
+    # Puppet 5's Ruby CA: one name per call (its CLI takes several, but a failure
+    # half-way would leave the batch unclear).
+    "ca_generate": ["puppet", "cert", "generate"], "ca_generate_batch": False,
+    # The Rack master has no /status/v1; Debian's config.ru wants an environment.
+    "status_path": "/puppet/v3/status/ready?environment=production", "status_body": b'"is_alive":true',
+    "codedir": "/etc/puppet/code",
+}
+LABS = (*SCENARIOS, "legacy")
+
+
+def expand(value):
+    """Molecule's ${VAR} and ${VAR:-default} in a molecule.yml string, from the environment."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def scenario_spec(name):
+    """A lab's hosts and names from its Molecule scenario: the platforms' groups and the
+    inventory's group_vars, as the play reads them."""
+    with open(os.path.join(ROOT, "molecule", name, "molecule.yml"), encoding="utf-8") as fh:
+        scenario = yaml.safe_load(fh)
+    groups = {}
+    for platform in scenario["platforms"]:
+        for group in platform.get("groups", []):
+            groups.setdefault(group, []).append(platform["name"])
+    group_vars = scenario["provisioner"]["inventory"]["group_vars"]
+    cluster = {k: expand(v) for k, v in group_vars.get("all", {}).items()}
+
+    def host_var(host, var, default):
+        for group, hosts in groups.items():
+            if host in hosts and var in group_vars.get(group, {}):
+                return expand(group_vars[group][var])
+        return cluster.get(var, default)
+
+    masters = {h.split(".")[0]: h for h in groups["puppet_masters"]}
+    fronts = {k: host_var(h, "puppet_master_frontend", "nginx") for k, h in masters.items()}
+    shared_name = cluster["puppet_cluster_server_name"]
+    return dict(
+        PUPPETSERVER,
+        ca=groups["puppet_ca"][0], lbs=groups["puppet_lb"], shared_name=shared_name,
+        agent=groups["puppet_agents"][0], domain=shared_name.split(".", 1)[1], masters=masters,
+        combination=int(cluster["puppet_cluster_combination"]),
+        virtual_ip=cluster.get("puppet_cluster_lb_virtual_ip", "") if len(groups["puppet_lb"]) > 1 else "",
+        front_service={k: FRONT_UNITS[f] for k, f in fronts.items()},
+        front_label={k: f"{f} front" if f != "none" else "no front" for k, f in fronts.items()},
+        master_units={k: ("puppetserver",) + ((FRONT_UNITS[f],) if f != "none" else ()) for k, f in fronts.items()},
+    )
+
+
+def lab_spec(name):
+    return LEGACY if name == "legacy" else scenario_spec(name)
 
 
 def docker(*args, check=True, capture=True, input_bytes=None):
@@ -94,9 +139,27 @@ def drives_the_lab(cmd):
             and ("pytest" not in cmd or "molecule/" in cmd))
 
 
+def lab_network(environ):
+    """The lab network a process works on: LAB_NETWORK, as Molecule and ./lab read it."""
+    return environ.get("LAB_NETWORK") or "puppet-lab"
+
+
+def process_network(pid):
+    """lab_network() of another process, from its environment (inherited by the
+    ansible-playbook and pytest runs Molecule starts)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            pairs = [item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item]
+    except OSError:
+        return lab_network({})
+    return lab_network({k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs})
+
+
 def lab_busy():
-    """Command lines of host processes that drive the lab (ansible, molecule, ./lab)."""
+    """Command lines of host processes that drive the lab (ansible, molecule, ./lab); a
+    scenario run on another lab network (a second lab on the machine) does not count."""
     found = []
+    mine = lab_network(os.environ)
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -105,7 +168,7 @@ def lab_busy():
                 cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if drives_the_lab(cmd):
+        if drives_the_lab(cmd) and process_network(pid) == mine:
             found.append(cmd[:120])
     return found
 
@@ -142,12 +205,16 @@ class Lab:
     """One lab's hosts and names, and what a block or drill does to them."""
 
     def __init__(self, name, environment="production"):
-        spec = LABS[name]
+        spec = lab_spec(name)
         self.name = name
         self.ca = spec["ca"]
-        self.lb = spec["lb"]
+        # The load balancers: one, or a pair sharing virtual_ip (keepalived).
+        self.lbs = spec["lbs"]
+        self.virtual_ip = spec["virtual_ip"]
         # The name agents use for the cluster: the LB's certificate is valid for it.
         self.shared_name = spec["shared_name"]
+        self.domain = spec["domain"]
+        self.combination = spec["combination"]
         self.agent = spec["agent"]
         self.masters = spec["masters"]  # key (puppet1...) -> host
         self.front_service = spec["front_service"]
@@ -169,6 +236,31 @@ class Lab:
         self.background = []
 
     # ------------------------------------------------------------ names
+
+    @property
+    def lb(self):
+        """The load balancer agents reach: the one holding the virtual IP in a pair."""
+        if not self.virtual_ip:
+            return self.lbs[0]
+        holders = self.virtual_ip_holders()
+        if len(holders) != 1:
+            raise RuntimeError(f"{self.virtual_ip} is held by {holders or 'no load balancer'}")
+        return holders[0]
+
+    def virtual_ip_holders(self):
+        """The running load balancers that have the virtual IP on an interface."""
+        running = docker("ps", "--format", "{{.Names}}").stdout.decode().split()
+        return [lb for lb in self.lbs if lb in running and f"inet {self.virtual_ip}/" in
+                self.run_in(lb, "ip", "-4", "-o", "addr", "show", check=False).stdout.decode()]
+
+    def lb_engine(self, lb=None):
+        """What serves the shared name on a load balancer now: haproxy or nginx (the site
+        play switches it with puppet_cluster_lb_engine)."""
+        return "haproxy" if self.service_active(lb or self.lb, "haproxy") else "nginx"
+
+    def tls_name(self, key):
+        """The name a master's certificate is valid for: its own, or the shared one in combination 5."""
+        return self.shared_name if self.combination == 5 else self.masters[key]
 
     @property
     def bench_env_dir(self):
@@ -203,7 +295,7 @@ class Lab:
                 proc.wait()
 
     def wait_present(self, timeout=900):
-        names = [self.ca, self.lb, *self.masters.values()]
+        names = [self.ca, *self.lbs, *self.masters.values()]
 
         def present():
             out = docker("ps", "--format", "{{.Names}}").stdout.decode().split()
@@ -222,7 +314,7 @@ class Lab:
     def services(self):
         """(host, units) of every lab service a measurement depends on."""
         return ([(self.masters[k], self.master_units[k]) for k in self.masters]
-                + [(self.lb, ("nginx",)), (self.ca, (self.ca_unit,))])
+                + [(lb, (self.lb_engine(lb),)) for lb in self.lbs] + [(self.ca, (self.ca_unit,))])
 
     def service_stamps(self):
         """When each lab service last (re)started: a change during a run means it was disturbed."""
@@ -258,14 +350,14 @@ class Lab:
         host = self.masters[key]
         self.service(host, self.front_service[key], "start")
         addr = ip_of(host)
-        self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, host, certname), 120)
+        self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, self.tls_name(key), certname), 120)
 
     def restart_puppetserver(self, key, certname):
         host = self.masters[key]
         log(f"restarting puppetserver on {host}")
         self.service(host, "puppetserver", "restart")
         addr = ip_of(host)
-        self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, host, certname), 300)
+        self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, self.tls_name(key), certname), 300)
 
     # ------------------------------------------------------------ state a block may change
 
@@ -284,7 +376,8 @@ class Lab:
             if was_active and not self.service_active(host, unit):
                 log(f"safety net: starting {unit} on {host} again")
                 self.service(host, unit, "start")
-                self.wait_for(f"{host} ready", lambda h=host: self.status_ok(ip_of(h), h, certname), 240)
+                name = self.shared_name if self.combination == 5 and host != self.ca else host
+                self.wait_for(f"{host} ready", lambda h=host, n=name: self.status_ok(ip_of(h), n, certname), 240)
         for host, cpus in initial["cpusets"].items():
             if self.cpusets()[host] != cpus and cpus:
                 set_cpuset(host, cpus)
@@ -297,8 +390,8 @@ class Lab:
 
     def entry_points(self):
         """name -> (address, TLS name) of every way into the masters."""
-        eps = {key: (ip_of(host), host) for key, host in self.masters.items()}
-        eps["lb"] = (ip_of(self.lb), self.shared_name)
+        eps = {key: (ip_of(host), self.tls_name(key)) for key, host in self.masters.items()}
+        eps["lb"] = (self.virtual_ip or ip_of(self.lb), self.shared_name)
         return eps
 
     def wait_masters_ready(self, certname, timeout=240):

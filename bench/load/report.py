@@ -5,6 +5,7 @@ import os
 
 from .common import IMGDIR, RESULTS, log
 from .lab import Lab
+from .lb_drills import failure_figures, sick_verdict
 from .locust_run import read_reqlog
 
 
@@ -20,6 +21,89 @@ def print_table(results):
         print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | {rounds} | "
               f"{r['catalog_p50_ms']:.0f} | {r['catalog_p95_ms']:.0f} | {r['errors']} | "
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
+
+
+# The columns of `drill table`: (heading, key of a drill's result), for the sick-master
+# drills and for the pair's.
+SICK_COLUMNS = (
+    ("out of rotation after s", "out_of_rotation_after_s"),
+    ("back after s (from the master ready)", "back_in_rotation_after_ready_s"),
+    ("failed requests while sick", "failed_requests_while_sick"),
+    ("of which catalogs (Locust agent runs)", "failed_catalogs_while_sick"),
+    ("failed after the first 10 s", "failed_requests_after_first_10s"),
+    ("last failure after s", "last_failure_after_s"),
+    ("stalled > 10 s, first 10 s", "stalled_requests_in_first_10s"), ("stalled > 10 s, after", "stalled_requests"),
+    ("slowest while sick s", "slowest_request_while_sick_s"),
+    ("catalogs served after the first 10 s", "catalogs_served_after_first_10s"),
+    ("real agent runs while sick, failed", "agent_runs_failed"),
+    ("catalogs/s", "catalogs_per_s"), ("p95 ms", "catalog_p95_ms"),
+)
+PAIR_COLUMNS = (
+    ("docker stop s", "docker_stop_s"),
+    ("address unreachable s", "virtual_ip_unreachable_s"),
+    ("failed requests around the move", "failed_requests_around_the_move"),
+    ("failed after the move", "failed_requests_after_the_move"),
+    ("real agent runs failed across the move", "failed_agent_runs_spanning_the_move"),
+    ("real agent runs after the move, failed", "agent_runs_after_failed"),
+    ("catalogs/s", "catalogs_per_s"), ("p95 ms", "catalog_p95_ms"),
+)
+# What a missing figure means: the LB never took the master out (or back), or nothing failed.
+NONE_TEXT = {"out_of_rotation_after_s": "never", "back_in_rotation_after_ready_s": "never"}
+
+
+def drill_results(lab, drills):
+    """{(drill, engine): result} of the newest run of each drill under each engine on a lab.
+    A sick-master drill's figures and verdict are counted again from its files, as
+    failure_figures and sick_verdict count now."""
+    found = {}
+    for d in sorted(os.listdir(RESULTS), reverse=True):
+        path = os.path.join(RESULTS, d, "summary.json")
+        if not os.path.exists(path):
+            continue
+        meta = read_summary(os.path.join(RESULTS, d))
+        if meta.get("lab") != lab or meta["name"] not in drills or not meta["results"]:
+            continue
+        res = dict(meta["results"][0], result_dir=d)
+        events = res.get("events", {})
+        if "well" in events:
+            with open(os.path.join(RESULTS, d, "agent-runs.json"), encoding="utf-8") as fh:
+                runs = json.load(fh)
+            res.update(failure_figures(read_reqlog(os.path.join(RESULTS, d, "drill-requests.csv")), runs, events))
+            res["pass"] = sick_verdict(res)
+            if "back_in_rotation_after_ready_s" not in res and res.get("back_in_rotation_after_s") is not None:
+                res["back_in_rotation_after_ready_s"] = round(
+                    res["back_in_rotation_after_s"] - (events["ready"] - events["well"]), 1)
+            res["agent_runs_failed"] = f"{res['agent_runs_while_sick']}, {res['failed_agent_runs_while_sick']}"
+        elif "agent_runs_after_the_move" in res:
+            res["agent_runs_after_failed"] = f"{res['agent_runs_after_the_move']}, {res['failed_agent_runs_after_the_move']}"
+        found.setdefault((meta["name"], res.get("engine")), res)
+    return found
+
+
+def cell(res, key):
+    value = res.get(key)
+    if value is None and key == "back_in_rotation_after_ready_s" and res.get("engine") == "nginx":
+        return "-"  # nginx has no active checks: it never took the master out
+    if value is None:
+        return NONE_TEXT.get(key, "-")
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def print_drill_table(lab, drills):
+    """The newest drills on a lab, nginx beside haproxy, as Markdown tables: the sick-master
+    drills, then the pair's."""
+    found = drill_results(lab, drills)
+    for columns, names in ((SICK_COLUMNS, [n for n in drills if n != "lb-host-down"]),
+                           (PAIR_COLUMNS, [n for n in drills if n == "lb-host-down"])):
+        rows = [(n, e, found[(n, e)]) for n in names for e in ("nginx", "haproxy") if (n, e) in found]
+        if not rows:
+            continue
+        print("| drill | engine | " + " | ".join(h for h, _key in columns) + " | verdict | result |")
+        print("|---|---|" + "---|" * len(columns) + "---|---|")
+        for name, engine, res in rows:
+            cells = " | ".join(cell(res, key) for _heading, key in columns)
+            print(f"| {name} | {engine} | {cells} | {'pass' if res['pass'] else 'FAIL'} | {res['result_dir']} |")
+        print()
 
 
 def read_summary(result_dir):

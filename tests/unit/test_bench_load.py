@@ -4,6 +4,7 @@ measurements themselves need a running lab)."""
 
 import csv
 import io
+import json
 import sys
 import tarfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import backend_probe, cli, env, lab as lab_mod, locust_run, report  # noqa: E402
+from bench.load import backend_probe, cli, drills, env, lab as lab_mod, lb_drills, locust_run, report  # noqa: E402
 from bench.load.drills import REFUSED_STREAK, RefusalStreaks  # noqa: E402
 
 REQLOG_HEADER = ["t_end", "tag", "certname", "name", "ms", "status", "error", "compiled_on"]
@@ -40,9 +41,20 @@ def test_load_defaults():
 
 def test_drill_defaults_and_names():
     args = cli.build_parser().parse_args(["drill", "master-down"])
-    assert (args.cmd, args.name, args.duration) == ("drill", "master-down", 90)
-    for name in ("master-down", "ca-down", "revoke-under-load", "lb-restart"):
+    assert (args.cmd, args.name, args.duration, args.sick_seconds) == ("drill", "master-down", 90, 45)
+    for name in ("master-down", "ca-down", "revoke-under-load", "lb-restart", "front-up-puppetserver-down",
+                 "jvm-frozen", "disk-full", "lb-host-down", "table"):
         assert cli.build_parser().parse_args(["drill", name]).name == name
+
+
+def test_drills_run_where_their_lab_has_what_they_need():
+    """combination 4's first drills read its nginx LB; the sick-master drills run on both
+    scenarios' labs; lb-host-down needs the pair of combination 5."""
+    assert set(cli.DRILLS) == set(drills.DRILLS) | set(lb_drills.DRILLS)
+    assert {("drill", name) for name in cli.DRILLS} <= cli.CHANGES_STATE
+    assert cli.RUNS_ON[("drill", "master-down")] == ("combo4",)
+    assert cli.RUNS_ON[("drill", "disk-full")] == ("combo4", "combo5")
+    assert cli.RUNS_ON[("drill", "lb-host-down")] == ("combo5",)
 
 
 @pytest.mark.parametrize("argv", [
@@ -66,10 +78,12 @@ def test_locked_argv_carries_every_option():
     """What `load` passes to its locked run parses back to the same options."""
     args = cli.build_parser().parse_args(
         ["load", "--lab", "legacy", "--environment", "bench", "--catalogs-only", "--users", "12",
-         "--duration", "45", "--rounds", "3", "--warmup", "20", "--master", "puppet2", "--down-catalogs", "99"])
+         "--duration", "45", "--rounds", "3", "--warmup", "20", "--master", "puppet2", "--down-catalogs", "99",
+         "--sick-seconds", "30"])
     again = cli.build_parser().parse_args(["_locked", "load", "entry", *cli.locked_argv(args)])
     assert (again.kind, again.name) == ("load", "entry")
-    for option in ("lab", "environment", "catalogs_only", "users", "duration", "rounds", "warmup", "master", "down_catalogs"):
+    for option in ("lab", "environment", "catalogs_only", "users", "duration", "rounds", "warmup", "master", "down_catalogs",
+                   "sick_seconds"):
         assert getattr(again, option) == getattr(args, option), option
 
 
@@ -77,7 +91,7 @@ def test_default_blocks_known():
     for lab_name, blocks in cli.DEFAULT_BLOCKS.items():
         assert lab_name in lab_mod.LABS
         assert set(blocks) <= set(cli.BLOCKS)
-    assert {("load", b) for b in cli.DEFAULT_BLOCKS["legacy"]} <= cli.LEGACY_BLOCKS
+    assert all("legacy" in cli.RUNS_ON[("load", b)] for b in cli.DEFAULT_BLOCKS["legacy"])
     assert {name for kind, name in cli.CHANGES_STATE if kind == "drill"} == set(cli.DRILLS)
 
 
@@ -178,20 +192,21 @@ def test_bench_env_tar():
 
 # ---------------------------------------------------------------- the Lab's names
 
-@pytest.mark.parametrize("name", sorted(lab_mod.LABS))
-def test_lab_names(name):
-    spec = lab_mod.LABS[name]
+@pytest.mark.parametrize("name", lab_mod.LABS)
+def test_lab_names(name, monkeypatch):
     lab = lab_mod.Lab(name, "bench")
     assert (lab.name, lab.environment, lab.guard, lab.background) == (name, "bench", False, [])
-    for host in (lab.ca, lab.lb, lab.shared_name, lab.agent, *lab.masters.values()):
-        assert host.endswith(f".{lab_mod.DOMAIN}")
+    for host in (lab.ca, *lab.lbs, lab.shared_name, lab.agent, *lab.masters.values()):
+        assert host.endswith(f".{lab.domain}")
     assert len(lab.masters) == 2
     # Every master has its front and units; the units a block may stop are the lab's services.
     assert set(lab.front_service) == set(lab.front_label) == set(lab.master_units) == set(lab.masters)
     for key, front in lab.front_service.items():
         assert front in lab.master_units[key]
-    assert lab.services() == [*[(lab.masters[k], spec["master_units"][k]) for k in lab.masters],
-                              (lab.lb, ("nginx",)), (lab.ca, (lab.ca_unit,))]
+    # The engine is read on the LB itself: here, no haproxy runs.
+    monkeypatch.setattr(lab, "service_active", lambda host, unit: False)
+    assert lab.services() == [*[(lab.masters[k], lab.master_units[k]) for k in lab.masters],
+                              *[(lb, ("nginx",)) for lb in lab.lbs], (lab.ca, (lab.ca_unit,))]
     assert lab.bench_env_dir == "/etc/puppet/code/environments/bench"
     assert lab.server_list() == ",".join(f"{h}:8140" for h in [lab.shared_name, *lab.masters.values()])
     assert lab.results_name("entry") == ("entry" if name == "combo4" else f"{name}-entry")
@@ -204,6 +219,30 @@ def test_combo4_lab():
     assert lab.masters == {"puppet1": "puppet1.domain.com", "puppet2": "puppet2.domain.com"}
     assert lab.front_service == {"puppet1": "nginx", "puppet2": "apache2"}
     assert lab.status_path == "/status/v1/simple"
+
+
+def test_combo5_lab_is_read_from_its_scenario(monkeypatch):
+    """The LB pair, its virtual IP (the scenario's ${LAB_VIRTUAL_IP}), the shared
+    certificate of combination 5 and a master without a front."""
+    monkeypatch.setenv("LAB_VIRTUAL_IP", "172.30.56.250")
+    lab = lab_mod.Lab("combo5")
+    assert (lab.ca, lab.shared_name, lab.domain) == ("puppetca.domain.org", "puppet.domain.org", "domain.org")
+    assert (lab.lbs, lab.virtual_ip) == (["puppetlb.domain.org", "puppetlb2.domain.org"], "172.30.56.250")
+    # puppet3 is a spare (lab_spare_masters), not a master of the cluster.
+    assert lab.masters == {"puppet1": "puppet1.domain.org", "puppet2": "puppet2.domain.org"}
+    assert lab.front_service == {"puppet1": "nginx", "puppet2": "puppetserver"}
+    assert lab.master_units == {"puppet1": ("puppetserver", "nginx"), "puppet2": ("puppetserver",)}
+    assert lab.tls_name("puppet1") == lab.tls_name("puppet2") == "puppet.domain.org"
+    assert lab_mod.Lab("combo4").tls_name("puppet1") == "puppet1.domain.com"
+
+
+def test_molecule_variables_expand(monkeypatch):
+    monkeypatch.delenv("LAB_VIRTUAL_IP", raising=False)
+    assert lab_mod.expand("${LAB_VIRTUAL_IP:-172.30.55.250}") == "172.30.55.250"
+    monkeypatch.setenv("LAB_VIRTUAL_IP", "10.0.0.9")
+    assert lab_mod.expand("${LAB_VIRTUAL_IP:-172.30.55.250}") == "10.0.0.9"
+    assert lab_mod.expand("x ${LAB_VIRTUAL_IP} y") == "x 10.0.0.9 y"
+    assert lab_mod.expand(5) == 5
 
 
 def test_legacy_lab():
@@ -255,3 +294,60 @@ def test_refusal_streaks():
                             "lb": {"HTTP 200": 1, "TLS alert (SSLError)": REFUSED_STREAK}}
     streaks.record("puppet1", "HTTP 200", False)
     assert streaks.streak["puppet1"] == [None, 0, ""]
+
+
+def test_sick_master_failure_figures():
+    """The drills' figures by phase: failures in the checks' first seconds, after them,
+    after the master is well again; stalled requests; the real agent's failed runs."""
+    events = {"sick": 100.0, "well": 160.0}
+
+    def row(start, ms, error="", name="catalog"):
+        return {"t_end": str(start + ms / 1000), "ms": str(ms), "error": error, "name": name}
+
+    rows = [row(90, 500, "HTTP 502"), row(101, 200, "HTTP 502"), row(103, 100, "HTTP 500", "node"),
+            row(115, 300, "HTTP 500"), row(120, 15000), row(105, 12000), row(161, 200, "transport"), row(130, 300)]
+    runs = [{"start": 102, "ok": False, "rc": 1, "errors": ["Error: 502"]}, {"start": 130, "ok": True, "errors": []},
+            {"start": 150, "ok": False, "rc": 1, "errors": []}]
+    figures = lb_drills.failure_figures(rows, runs, events)
+    assert figures["failed_requests_before"] == 1
+    assert (figures["failed_requests_while_sick"], figures["failed_catalogs_while_sick"]) == (3, 2)
+    assert figures["requests_while_sick"] == 6
+    # Those that ended at 117, 130.3 and 135; not the failed ones.
+    assert figures["catalogs_served_after_first_10s"] == 3
+    assert not lb_drills.sick_verdict(figures)
+    assert lb_drills.sick_verdict(dict(figures, failed_requests_after_first_10s=0, failed_agent_runs_after_first_10s=0,
+                                       stalled_requests=0))
+    assert not lb_drills.sick_verdict(dict(figures, failed_requests_after_first_10s=0, stalled_requests=0,
+                                           failed_agent_runs_after_first_10s=0, catalogs_served_after_first_10s=0))
+    assert figures["failed_requests_after_first_10s"] == 1
+    assert figures["failed_requests_after_well"] == 1
+    assert figures["last_failure_after_s"] == 61.2
+    assert (figures["stalled_requests"], figures["stalled_requests_in_first_10s"]) == (1, 1)
+    assert figures["slowest_request_while_sick_s"] == 15.0
+    assert (figures["agent_runs_while_sick"], figures["failed_agent_runs_while_sick"]) == (3, 2)
+    assert figures["failed_agent_runs_after_first_10s"] == 1
+    assert figures["agent_run_errors"] == ["Error: 502", "rc 1"]
+
+
+def test_drill_table_reads_the_newest_run_per_engine(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    for stamp, engine, out in (("20260101T000000Z", "nginx", None), ("20260101T000100Z", "haproxy", 3.9),
+                               ("20260101T000200Z", "haproxy", 4.1)):
+        d = tmp_path / f"{stamp}-combo5-disk-full"
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"name": "disk-full", "lab": "combo5", "results": [
+            {"engine": engine, "out_of_rotation_after_s": out, "pass": out is not None}]}))
+    report.print_drill_table("combo5", ["disk-full", "jvm-frozen"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5
+    assert lines[2].startswith("| disk-full | nginx | never | - | - |") and "FAIL" in lines[2]
+    assert lines[3].startswith("| disk-full | haproxy | 4.1 |") and "20260101T000200Z" in lines[3]
+    assert lines[4] == ""
+
+
+def test_lab_network_as_molecule_reads_it():
+    """A scenario run on another lab network (LAB_NETWORK) is another lab: not counted busy."""
+    assert lab_mod.lab_network({}) == "puppet-lab"
+    assert lab_mod.lab_network({"LAB_NETWORK": ""}) == "puppet-lab"
+    assert lab_mod.lab_network({"LAB_NETWORK": "puppet-lab-2"}) == "puppet-lab-2"
+    assert lab_mod.process_network("no-such-pid") == "puppet-lab"

@@ -27,6 +27,13 @@ def check_window(cluster, lb):
     return interval * int(cluster.var(lb, "puppet_lb_check_fall", 2))
 
 
+def backend_states(cluster, lb):
+    """{master: "checks drained|ready"} as `puppet-lb-backend states` prints it."""
+    states = cluster.host(lb).run("puppet-lb-backend states")
+    assert states.rc == 0, states.stdout + states.stderr
+    return dict(line.split(" ", 1) for line in states.stdout.splitlines())
+
+
 def wait_for_state(cluster, lb, master, running, timeout):
     """Poll haproxy until the master's checks pass (running) or fail; the seconds it took."""
     start = time.monotonic()
@@ -49,6 +56,7 @@ def test_haproxy_takes_out_a_master_whose_puppetserver_stopped_behind_its_front(
         assert front.stdout in ("502", "503"), f"the front should still answer: {front.stdout} {front.stderr}"
         took = wait_for_state(cluster, haproxy, sick, False, check_window(cluster, haproxy) + 10)
         print(f"{sick} out of rotation {took:.1f} s after puppetserver stopped")
+        assert backend_states(cluster, haproxy)[sick] == "down ready"
         cluster.assert_runs_avoid(sick, runs=4)
     finally:
         host.run("systemctl start puppetserver")
@@ -98,6 +106,8 @@ def test_a_drain_through_haproxys_runtime_api_survives_a_reload(cluster, haproxy
     try:
         assert lb.run(f"puppet-lb-backend drain {drained}").stdout.strip() == "unchanged"
         assert cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
+        # In maintenance haproxy stops checking it: its checks say down.
+        assert backend_states(cluster, haproxy)[drained] == "down drained"
         reload = lb.run("systemctl reload haproxy")
         assert reload.rc == 0, reload.stderr
         # The new process loaded the saved state: still drained.
@@ -108,6 +118,7 @@ def test_a_drain_through_haproxys_runtime_api_survives_a_reload(cluster, haproxy
         enable = lb.run(f"puppet-lb-backend enable {drained}")
     assert enable.stdout.strip() == "changed", enable.stderr
     assert not cluster.haproxy_servers(haproxy)[drained][1] & MAINTENANCE
+    assert backend_states(cluster, haproxy) == {m: "up ready" for m in cluster.masters}
     # A start reads the state file: the returned master is not drained again by the
     # state saved while it was drained (before the enable saved the state too, the pair
     # test's restart of haproxy brought the drain back).
@@ -145,6 +156,11 @@ def test_the_backup_load_balancer_takes_the_address_when_the_active_ones_haproxy
         for _attempt in range(2):
             run = cluster.agent_run(cluster.agents[0])
             assert run.rc in (0, 2), run.stdout + run.stderr
+        # The operator's status playbook names the load balancer that took the address
+        # (and fails: haproxy is not running on the other one).
+        status = cluster.run_playbook("playbooks/status.yml", args=("--check",))
+        backup = next(lb for lb in cluster.lbs if lb != active)
+        assert f"{address} ({cluster.server_name}) is held by {backup}" in status.stdout, status.stdout[-4000:]
     finally:
         cluster.host(active).run("systemctl start haproxy")
     cluster.wait_until(lambda: cluster.host(active).run("systemctl is-active haproxy").stdout.strip() == "active",
