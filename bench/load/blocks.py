@@ -151,7 +151,7 @@ def tuning_settings(lab, host, action):
 
 
 def merged_inside_runs(label, runs):
-    """Several runs of backend_probe.py as one row: the architecture brief's way (catalog
+    """Several runs of backend_probe.py as one row: the way of the earlier hand measurements (catalog
     requests only, persistent connections)."""
     n = sum(r["catalogs"] for r in runs)
     return {"label": label, "masters": 1, "catalogs": n, "requests": n + sum(r["errors"] for r in runs),

@@ -136,7 +136,7 @@ def build_parser():
         sp.add_argument("--environment", choices=["production", "bench"], default="production",
                         help="the code compiled: the lab's own (2 resources) or the 300-resource bench environment")
         sp.add_argument("--catalogs-only", action="store_true",
-                        help="tuning: catalog requests only, from inside the master (the brief's way)")
+                        help="tuning: catalog requests only, from inside the master (as the earlier hand measurements did)")
         sp.add_argument("--users", type=int, default=8, help="simulated agents (default 8)")
         sp.add_argument("--duration", type=int, default=90 if name == "drill" else 30,
                         help="seconds per measurement (default 30 per round; a drill's load runs 90)")

@@ -7,7 +7,7 @@ import time
 from .lab import docker
 
 # `--environment bench`: code shaped like a real control repository rather than the lab's
-# two resources (the architecture brief's hand measurements used a 300-resource catalog):
+# two resources (the earlier hand measurements used a 300-resource catalog):
 # BENCH_MODULES modules, each a parameterised class that declares BENCH_FILES_PER_MODULE files
 # from an EPP template, all included by site.pp: 302 resources (336 catalog entries with the
 # classes), and 30 manifests and 30 templates that a master without environment caching
