@@ -274,6 +274,21 @@ def drill_revoke(lab, args, outdir, certnames):
     return [res]
 
 
+def stop_load(stop, loop, proc):
+    """End a drill's load: the real agent-run loop, then Locust (its request log is complete)."""
+    stop.set()
+    loop.join()
+    proc.terminate()
+    proc.wait()
+
+
+def keep_runs_and_summarize(outdir, runs, reqlog):
+    """Write the real agent runs beside Locust's results; Locust's summary and its requests."""
+    with open(os.path.join(outdir, "agent-runs.json"), "w", encoding="utf-8") as fh:
+        json.dump(runs, fh, indent=1)
+    return summarize(outdir, "drill"), read_reqlog(reqlog)
+
+
 def agent_runs_loop(lab, server_list, runs, stop):
     """Real `puppet agent --test` runs on the lab's agent, back to back, with a server_list;
     records for each run when it started and ended, its exit code, the server it used (the
@@ -337,14 +352,8 @@ def drill_lb_restart(lab, args, outdir, certnames):
     lab.wait_for("2 agent runs after the restart", lambda: len(ok_runs(events["restarted"], {shared} | masters)) >= 2,
                  180)
     events["end"] = time.time()
-    stop.set()
-    loop.join()
-    proc.terminate()
-    proc.wait()
-    with open(os.path.join(outdir, "agent-runs.json"), "w", encoding="utf-8") as fh:
-        json.dump(runs, fh, indent=1)
-    res = summarize(outdir, "drill")
-    rows = read_reqlog(os.path.join(outdir, "drill-requests.csv"))
+    stop_load(stop, loop, proc)
+    res, rows = keep_runs_and_summarize(outdir, runs, os.path.join(outdir, "drill-requests.csv"))
 
     def phase(a, b):
         """Real agent runs that started in [a, b), and those in flight at a."""

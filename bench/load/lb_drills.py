@@ -9,15 +9,14 @@ run each under nginx and under haproxy on the same lab to compare them (docs/loa
   lb-host-down                `docker stop` of the load balancer holding the virtual IP
 """
 
-import json
 import os
 import threading
 import time
 
 from .common import PORT, log
-from .drills import agent_runs_loop
+from .drills import agent_runs_loop, keep_runs_and_summarize, stop_load
 from .lab import docker, ip_of
-from .locust_run import read_reqlog, run_locust, summarize, warm_up
+from .locust_run import read_reqlog, run_locust, warm_up
 
 # puppetserver's data directory (facts, reports): full, every catalog request fails.
 SERVER_DATA = "/var/lib/puppetserver/server_data"
@@ -177,14 +176,8 @@ def drill_sick_master(lab, args, outdir, certnames, fault):
         if still_sick(lab, host):
             log(f"restoring {host} ({what})")
             make_well(lab, host)
-        stop.set()
-        loop.join()
-        proc.terminate()
-        proc.wait()
-    with open(os.path.join(outdir, "agent-runs.json"), "w", encoding="utf-8") as fh:
-        json.dump(runs, fh, indent=1)
-    res = summarize(outdir, "drill")
-    rows = read_reqlog(reqlog)
+        stop_load(stop, loop, proc)
+    res, rows = keep_runs_and_summarize(outdir, runs, reqlog)
     res.update(drill=fault, fault=what, engine=engine, lab=lab.name, master=host, events=events,
                sick_s=round(events["well"] - events["sick"], 1),
                out_of_rotation_after_s=None if watch.down_at is None else round(watch.down_at - events["sick"], 1),
@@ -296,14 +289,8 @@ def drill_lb_host_down(lab, args, outdir, certnames):
         lab.wait_for(f"{lab.lb_engine(active)} active on {active}", lambda: lab.service_active(active, engine), 120)
         lab.wait_for(f"keepalived active on {active}", lambda: lab.service_active(active, "keepalived"), 60)
         events["ready"] = time.time()
-        stop.set()
-        loop.join()
-        proc.terminate()
-        proc.wait()
-    with open(os.path.join(outdir, "agent-runs.json"), "w", encoding="utf-8") as fh:
-        json.dump(runs, fh, indent=1)
-    res = summarize(outdir, "drill")
-    rows = read_reqlog(reqlog)
+        stop_load(stop, loop, proc)
+    res, rows = keep_runs_and_summarize(outdir, runs, reqlog)
     unanswered = [t for t, ok in probes if not ok and events["stop"] <= t <= events["moved"]]
     holders_after = lab.virtual_ip_holders()
     failed = [r for r in rows if r["error"]]
