@@ -272,7 +272,7 @@ def drill_lb_host_down(lab, args, outdir, certnames):
         log(f"{engine}: docker stop {active} (holds {lab.virtual_ip})")
         docker("stop", active)
         events["stopped"] = time.time()
-        lab.wait_for(f"{lab.virtual_ip} held by the other load balancer", lambda: lab.virtual_ip_holders(), 60)
+        lab.wait_for(f"{lab.virtual_ip} held by the other load balancer", lab.virtual_ip_holders, 60)
         lab.wait_for(f"{lab.virtual_ip} answering from the other load balancer",
                      lambda: probes[-1][0] > events["stopped"] and probes[-1][1], 60, interval=0.1)
         events["moved"] = time.time()
@@ -331,4 +331,3 @@ def probe_loop(lab, certname, probes, stop):
 
 DRILLS = {"front-up-puppetserver-down": drill_front_up_puppetserver_down, "jvm-frozen": drill_jvm_frozen,
           "disk-full": drill_disk_full, "lb-host-down": drill_lb_host_down}
-
