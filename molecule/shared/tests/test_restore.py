@@ -58,8 +58,8 @@ def recreate_from_image(name):
 
 
 def output(play):
-    """What a failed play said: Ansible prints a failed task's message on stdout or on
-    stderr depending on its display settings (stderr under Molecule's verifier)."""
+    """The end of what a play said, for an assertion's message. A failed task's message
+    is on stdout or stderr depending on Ansible's display (stderr under the verifier)."""
     return (play.stdout + play.stderr)[-6000:]
 
 
@@ -88,7 +88,7 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
 
     # No passphrase: stops before anything is read.
     refused = cluster.run_playbook("playbooks/backup.yml", args=("-e", f"puppet_ca_backup_dir={backups}"))
-    assert refused.returncode != 0 and "a backup needs puppet_ca_backup_passphrase" in output(refused), output(refused)
+    assert refused.returncode != 0 and "a backup needs puppet_ca_backup_passphrase" in refused.stdout + refused.stderr, output(refused)
     assert not backups.exists()
 
     play = cluster.run_playbook("playbooks/backup.yml", args=(*secret, "-e", f"puppet_ca_backup_dir={backups}"))
@@ -140,10 +140,10 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
     truncated.write_bytes(archive.read_bytes()[:2000])
     (tmp_path / "truncated.tar.gz.gpg.manifest").write_text(manifest)
     cut = cluster.run_playbook("playbooks/restore.yml", args=("-e", f"puppet_ca_restore_archive={truncated}", *secret))
-    assert cut.returncode != 0 and "does not have the checksum its manifest gives" in output(cut), output(cut)
+    assert cut.returncode != 0 and "does not have the checksum its manifest gives" in cut.stdout + cut.stderr, output(cut)
     wrong = cluster.run_playbook("playbooks/restore.yml", args=(
         "-e", f"puppet_ca_restore_archive={archive}", "-e", json.dumps({"puppet_ca_backup_passphrase": "another passphrase entirely"})))
-    assert wrong.returncode != 0 and "does not decrypt with puppet_ca_backup_passphrase" in output(wrong), output(wrong)
+    assert wrong.returncode != 0 and "does not decrypt with puppet_ca_backup_passphrase" in wrong.stdout + wrong.stderr, output(wrong)
     assert not ca.file(f"{CADIR}/ca_crt.pem").exists
 
     restore = cluster.run_playbook("playbooks/restore.yml", args=restore_args)
@@ -154,7 +154,7 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
 
     # A second restore onto the host, now holding the CA, stops before any change.
     again = cluster.run_playbook("playbooks/restore.yml", args=restore_args)
-    assert again.returncode != 0 and "holds a CA already" in output(again), output(again)
+    assert again.returncode != 0 and "holds a CA already" in again.stdout + again.stderr, output(again)
 
     # Agents keep their certificates and run through the load balancer.
     for name in cluster.agents:
