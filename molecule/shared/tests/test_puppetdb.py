@@ -1,0 +1,169 @@
+"""PuppetDB for the cluster (issue 18): exported resources cross masters, every agent's
+facts, catalog and report are stored, only the masters' certificates are answered, the
+database connection from the second PuppetDB host is TLS, and the masters fail over to
+the second PuppetDB host when the first one stops.
+
+The scenarios with hosts in puppet_puppetdb run these (combo3: puppetdb1 with
+PostgreSQL, puppetdb2 on the same database). Each test leaves PuppetDB running.
+"""
+
+import json
+import shlex
+import urllib.parse
+
+import pytest
+
+from conftest import SSLDIR
+
+EXPORT_DIR = "/var/tmp/puppet-cluster-exported"
+
+
+@pytest.fixture
+def puppetdbs(cluster):
+    hosts = cluster.groups.get("puppet_puppetdb", [])
+    if not hosts:
+        pytest.skip("no PuppetDB in this scenario")
+    return hosts
+
+
+def port(cluster):
+    return int(cluster.var(cluster.ca, "puppet_cluster_puppetdb_port", 8081))
+
+
+def query(cluster, client, puppetdb, endpoint, cert=None, pql=None):
+    """A PuppetDB query made from `client` (curl), as `cert` or with no certificate."""
+    url = f"https://{puppetdb}:{port(cluster)}/pdb/query/v4/{endpoint}"
+    if pql is not None:
+        url += "?" + urllib.parse.urlencode({"query": json.dumps(pql)})
+    return cluster.https_request(client, url, cert=cert)
+
+
+def run_through(cluster, agent, master):
+    """An agent run whose catalog the named master compiles (SRV records off, so the
+    server given is the one asked)."""
+    run = cluster.agent_run(agent, f"--no-use_srv_records --server {master} --server_list ''")
+    assert run.rc in (0, 2), run.stdout[-3000:] + run.stderr[-2000:]
+    assert cluster.compiled_by(run.stdout) == master, (agent, master, run.stdout[-2000:])
+    return run
+
+
+def node(cluster, puppetdb, certname):
+    """What PuppetDB holds about a node, asked as the first master."""
+    response = query(cluster, cluster.masters[0], puppetdb, f"nodes/{certname}", cert=cluster.masters[0])
+    assert response.status == 200, (puppetdb, certname, response)
+    return json.loads(response.body)
+
+
+def systemctl(cluster, host, action):
+    result = cluster.host(host).run(f"systemctl {action} puppetdb")
+    assert result.rc == 0, (host, action, result.stderr)
+
+
+def wait_puppetdb_ready(cluster, puppetdb):
+    cluster.wait_until(
+        lambda: '"state":"running"' in cluster.host(puppetdb).run(
+            f"curl -sf --cacert {SSLDIR}/certs/ca.pem --resolve {puppetdb}:{port(cluster)}:127.0.0.1 "
+            f"https://{puppetdb}:{port(cluster)}/status/v1/services/puppetdb-status"
+        ).stdout.replace(" ", ""),
+        240, f"{puppetdb} reports running",
+    )
+
+
+def test_exported_resources_cross_masters(cluster, puppetdbs):
+    """A node whose catalog one master compiles collects what a node compiled by the
+    other master exported: the masters share their exported resources through PuppetDB."""
+    assert len(cluster.compile_only_masters) >= 2, "needs two masters"
+    first, second = cluster.compile_only_masters[:2]
+    exporter, collector = cluster.agents[:2]
+    assert cluster.host(collector).run(f"rm -rf {EXPORT_DIR}").rc == 0
+    run_through(cluster, exporter, first)
+    run_through(cluster, collector, second)
+    collected = cluster.host(collector).file(f"{EXPORT_DIR}/{exporter}")
+    assert collected.exists, f"{collector} (compiled by {second}) did not collect what {exporter} exported"
+    assert collected.content_string == f"exported by {exporter}, catalog from {first}\n"
+    # And the other way: the exporter's next catalog, from the other master, collects the collector's.
+    run_through(cluster, exporter, second)
+    assert cluster.host(exporter).file(f"{EXPORT_DIR}/{collector}").content_string == \
+        f"exported by {collector}, catalog from {second}\n"
+
+
+def test_puppetdb_holds_every_agent(cluster, puppetdbs):
+    """Facts, catalog and report of every agent, on every PuppetDB host (one database)."""
+    for agent in cluster.agents:
+        run = cluster.agent_run(agent)
+        assert run.rc in (0, 2), run.stdout[-2000:]
+    for puppetdb in puppetdbs:
+        for agent in cluster.agents:
+            stored = node(cluster, puppetdb, agent)
+            missing = [kind for kind in ("facts", "catalog", "report") if not stored.get(f"{kind}_timestamp")]
+            assert not missing, f"{puppetdb} holds no {', '.join(missing)} of {agent}: {stored}"
+            assert stored.get("latest_report_status") in ("changed", "unchanged"), stored
+        facts = query(cluster, cluster.masters[0], puppetdb, "facts", cert=cluster.masters[0],
+                      pql=["and", ["=", "certname", cluster.agents[0]], ["=", "name", "networking"]])
+        assert facts.status == 200 and json.loads(facts.body)[0]["value"]["fqdn"] == cluster.agents[0], facts
+
+
+def test_puppetdb_answers_the_masters_only(cluster, puppetdbs):
+    """Queries without a certificate, or with one not on the allow-list (an agent's),
+    get 403; the plain-HTTP port is closed."""
+    agent = cluster.agents[0]
+    for puppetdb in puppetdbs:
+        assert query(cluster, cluster.masters[0], puppetdb, "nodes", cert=cluster.masters[0]).status == 200
+        for cert in (None, agent):
+            refused = query(cluster, agent, puppetdb, "nodes", cert=cert)
+            assert refused.status == 403, (puppetdb, cert, refused)
+        listeners = cluster.host(puppetdb).run("ss -Htln")
+        ports = {line.split()[3].rsplit(":", 1)[1] for line in listeners.stdout.splitlines()}
+        assert str(port(cluster)) in ports and "8080" not in ports, (puppetdb, sorted(ports))
+
+
+def test_remote_puppetdb_uses_tls_to_the_database(cluster, puppetdbs):
+    """The second PuppetDB host's database connections are TLS (pg_stat_ssl), and
+    PostgreSQL refuses a connection without TLS from it."""
+    database = cluster.var(puppetdbs[0], "puppet_puppetdb_database_host") or puppetdbs[0]
+    remote = [host for host in puppetdbs if host != database]
+    if not remote:
+        pytest.skip("every PuppetDB host runs its database itself")
+    address = cluster.host(remote[0]).run("hostname -I").stdout.split()[0]
+    sessions = cluster.host(database).run(
+        "runuser -u postgres -- psql -XAtc "
+        + shlex.quote(f"SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                      f"WHERE a.client_addr = '{address}'")
+    )
+    rows = [line.split("|") for line in sessions.stdout.split()]
+    assert rows and all(ssl == "t" and version in ("TLSv1.2", "TLSv1.3") for ssl, version in rows), \
+        (remote[0], address, sessions.stdout, sessions.stderr)
+    rules = cluster.host(database).run(
+        "runuser -u postgres -- psql -XAtc "
+        + shlex.quote(f"SELECT type, auth_method FROM pg_hba_file_rules WHERE address = '{address}'")
+    )
+    assert rules.stdout.split() == ["hostssl|scram-sha-256"], rules.stdout
+
+
+def test_masters_fail_over_to_the_second_puppetdb(cluster, puppetdbs):
+    """With the first PuppetDB stopped, agents keep their runs and their catalogs are
+    stored through the second one; with every PuppetDB stopped, runs fail
+    (soft_write_failure off, the default) and name PuppetDB; started again, they pass."""
+    if len(puppetdbs) < 2:
+        pytest.skip("one PuppetDB host")
+    agent = cluster.agents[0]
+    first, second = puppetdbs[:2]
+    try:
+        systemctl(cluster, first, "stop")
+        before = node(cluster, second, agent)["catalog_timestamp"]
+        run = cluster.agent_run(agent)
+        assert run.rc in (0, 2), run.stdout[-3000:] + run.stderr[-2000:]
+        after = node(cluster, second, agent)["catalog_timestamp"]
+        assert after > before, f"the catalog of the run with {first} stopped was not stored ({before} -> {after})"
+
+        systemctl(cluster, second, "stop")
+        run = cluster.agent_run(agent)
+        assert run.rc == 1, run.stdout[-2000:]
+        assert "puppetdb" in (run.stdout + run.stderr).lower(), run.stdout[-2000:] + run.stderr[-2000:]
+    finally:
+        for puppetdb in puppetdbs:
+            systemctl(cluster, puppetdb, "start")
+        for puppetdb in puppetdbs:
+            wait_puppetdb_ready(cluster, puppetdb)
+    run = cluster.agent_run(agent)
+    assert run.rc in (0, 2), run.stdout[-3000:]
