@@ -64,13 +64,14 @@ def main():
     check = want.get("check", False)
     changed = []
 
-    rows = psql("SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = %s" % literal(user))
+    # The name too: a role without a password still gives a non-empty line.
+    rows = psql("SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = %s" % literal(user))
     if not rows:
         changed.append("role " + user)
         if not check:
             psql("SET password_encryption = 'scram-sha-256'; CREATE ROLE %s LOGIN PASSWORD %s"
                  % (identifier(user), literal(password)))
-    elif not scram_matches(rows[0][0], password):
+    elif not scram_matches(rows[0][1] if len(rows[0]) > 1 else "", password):
         changed.append("password of " + user)
         if not check:
             psql("SET password_encryption = 'scram-sha-256'; ALTER ROLE %s LOGIN PASSWORD %s"
