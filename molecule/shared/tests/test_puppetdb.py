@@ -8,6 +8,7 @@ PostgreSQL, puppetdb2 on the same database). Each test leaves PuppetDB running.
 """
 
 import json
+import re
 import shlex
 import urllib.parse
 
@@ -140,6 +141,19 @@ def test_remote_puppetdb_uses_tls_to_the_database(cluster, puppetdbs):
     assert rules.stdout.split() == ["hostssl|scram-sha-256"], rules.stdout
 
 
+def test_status_reports_puppetdb(cluster, puppetdbs):
+    """status.yml (read-only, in check mode) reports every PuppetDB host running with its
+    command queue, and the database's size on the database host."""
+    status = cluster.run_playbook("playbooks/status.yml", args=("--check",))
+    assert status.returncode == 0, status.stdout[-4000:] + status.stderr[-1000:]
+    reports = re.findall(r'"puppetdb": \{[^}]*\}', status.stdout)
+    assert len(reports) == len(puppetdbs), status.stdout[-4000:]
+    for report in reports:
+        assert '"state": "running"' in report and re.search(r'"queue_depth": \d+', report), report
+        assert '"database_up": true' in report, report
+    assert len([r for r in reports if re.search(r'"database_size": "\d+ [kMG]B"', r)]) == 1, reports
+
+
 def test_masters_fail_over_to_the_second_puppetdb(cluster, puppetdbs):
     """With the first PuppetDB stopped, agents keep their runs and their catalogs are
     stored through the second one; with every PuppetDB stopped, runs fail
@@ -155,6 +169,11 @@ def test_masters_fail_over_to_the_second_puppetdb(cluster, puppetdbs):
         assert run.rc in (0, 2), run.stdout[-3000:] + run.stderr[-2000:]
         after = node(cluster, second, agent)["catalog_timestamp"]
         assert after > before, f"the catalog of the run with {first} stopped was not stored ({before} -> {after})"
+        # status.yml sees it.
+        status = cluster.run_playbook("playbooks/status.yml", args=("--check", "--limit", f"{first},localhost"))
+        output = status.stdout + status.stderr
+        assert status.returncode != 0 and f"{first}: service puppetdb is not running" in output \
+            and f"{first}: PuppetDB: state no answer" in output, output[-3000:]
 
         systemctl(cluster, second, "stop")
         run = cluster.agent_run(agent)
