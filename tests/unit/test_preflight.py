@@ -253,6 +253,23 @@ CASES.update({
              variables={"puppet_cluster_lb_virtual_ip": "203.0.113.250"}),
         "got '203.0.113.250'), and puppet_lb_vrrp_router_id between 1 and 255",
     ),
+    # PuppetDB (issue 18). "localhost": a name this machine resolves, as a real master
+    # would resolve its PuppetDB host's name.
+    "PuppetDB without a database password": (
+        dict(groups={**GOOD_GROUPS, "puppet_puppetdb": ["localhost"]}),
+        "PuppetDB needs its database's password in puppet_puppetdb_database_password",
+    ),
+    "PuppetDB on a database host that does not answer": (
+        dict(groups={**GOOD_GROUPS, "puppet_puppetdb": ["localhost"]},
+             variables={"puppet_puppetdb_database_password": "0123456789abcdef",
+                        "puppet_puppetdb_database_host": "127.0.0.1", "puppet_puppetdb_database_port": 9}),
+        "the database host 127.0.0.1 does not answer on port 9 from localhost",
+    ),
+    "a PuppetDB name the masters cannot resolve": (
+        dict(groups={**GOOD_GROUPS, "puppet_puppetdb": ["puppetdb.invalid"]},
+             variables={"puppet_puppetdb_database_password": "0123456789abcdef"}),
+        "cannot resolve the PuppetDB host(s) puppetdb.invalid",
+    ),
     "a load balancer pair in tls mode": (
         dict(groups={**GOOD_GROUPS, "puppet_lb": ["puppetlb.domain.com", "puppetlb2.domain.com"]},
              variables={"puppet_cluster_lb_mode": "tls", "puppet_cluster_lb_virtual_ip": "203.0.113.250"}),
