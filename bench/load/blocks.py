@@ -239,6 +239,7 @@ def block_lb_engines(lab, args, outdir, certnames):
     warm_up(lab, outdir, {k: eps[k] for k in lab.masters}, args.users, args.warmup, certnames)
     tags = {e: [] for e in LB_ENGINES}
     cpu_s = {e: [] for e in LB_ENGINES}
+    cpu_ms_per_run = {e: [] for e in LB_ENGINES}
     served_by = {}
     try:
         for rnd in range(1, args.rounds + 1):
@@ -248,8 +249,10 @@ def block_lb_engines(lab, args, outdir, certnames):
                 log(f"round {rnd}/{args.rounds}: {engine} on {lb}, {lab.lb_mode} mode ({args.duration}s, {args.users} users)")
                 tag = f"m-{engine}-r{rnd}"
                 before = container_cpu_seconds(lb)
-                run_locust(lab, outdir, tag, (ip_of(lb), lab.shared_name), args.users, args.duration, certnames)
+                res = run_locust(lab, outdir, tag, (ip_of(lb), lab.shared_name), args.users, args.duration, certnames)
                 cpu_s[engine].append(container_cpu_seconds(lb) - before)
+                # Every Locust agent run asks one catalog: catalogs served are runs served.
+                cpu_ms_per_run[engine].append(round(1000 * cpu_s[engine][-1] / max(1, res["catalogs"]), 2))
                 tags[engine].append(tag)
     finally:
         if {lb: lab.lb_engine(lb) for lb in lab.lbs} != initial:
@@ -260,7 +263,7 @@ def block_lb_engines(lab, args, outdir, certnames):
         res = summarize_rounds(outdir, f"{engine} on {served_by[engine]}, {lab.lb_mode} mode", tags[engine], 2)
         res.update(engine=engine, lb=served_by[engine], lb_mode=lab.lb_mode, lb_cpu_s=round(sum(cpu_s[engine]), 2),
                    round_lb_cpu_s=[round(c, 2) for c in cpu_s[engine]],
-                   # Every Locust agent run asks one catalog: catalogs served are runs served.
+                   round_lb_cpu_ms_per_run=cpu_ms_per_run[engine],
                    lb_cpu_ms_per_run=round(1000 * sum(cpu_s[engine]) / max(1, res["catalogs"]), 2))
         results.append(res)
     return results

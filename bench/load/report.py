@@ -29,11 +29,12 @@ def print_engine_table(results):
     haproxy, nginx = by_engine["haproxy"], by_engine["nginx"]
     figures = (("agent runs/s", "catalogs_per_s", "{:.2f}"), ("p95 catalog ms", "catalog_p95_ms", "{:.0f}"),
                ("LB CPU ms per agent run", "lb_cpu_ms_per_run", "{:.2f}"), ("errors", "errors", "{}"))
-    print(f"| {haproxy['lb_mode']} mode | HAProxy | nginx | HAProxy / nginx |")
-    print("|---|---|---|---|")
+    print(f"| {haproxy['lb_mode']} mode | HAProxy | nginx | HAProxy / nginx | per round, HAProxy / nginx |")
+    print("|---|---|---|---|---|")
     for heading, key, fmt in figures:
         ratio = f"{haproxy[key] / nginx[key]:.2f}" if nginx[key] else "-"
-        print(f"| {heading} | {fmt.format(haproxy[key])} | {fmt.format(nginx[key])} | {ratio} |")
+        rounds = " / ".join(f"{h} vs {n}" for h, n in zip(haproxy.get(f"round_{key}", []), nginx.get(f"round_{key}", [])))
+        print(f"| {heading} | {fmt.format(haproxy[key])} | {fmt.format(nginx[key])} | {ratio} | {rounds} |")
 
 
 # The columns of `drill table`: (heading, key of a drill's result), for the sick-master

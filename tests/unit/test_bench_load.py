@@ -278,13 +278,14 @@ def test_lb_running_converges_only_when_no_lb_serves_the_engine(tmp_path):
 
 def test_print_engine_table(capsys):
     row = {"lb_mode": "tls", "catalogs_per_s": 4.0, "catalog_p95_ms": 900.0, "lb_cpu_ms_per_run": 8.0, "errors": 0}
-    report.print_engine_table([dict(row, engine="haproxy"),
-                               dict(row, engine="nginx", catalogs_per_s=5.0, lb_cpu_ms_per_run=4.0)])
+    report.print_engine_table([dict(row, engine="haproxy", round_catalogs_per_s=[3.9, 4.1]),
+                               dict(row, engine="nginx", catalogs_per_s=5.0, lb_cpu_ms_per_run=4.0,
+                                    round_catalogs_per_s=[5.2, 4.8])])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| tls mode | HAProxy | nginx | HAProxy / nginx |"
-    assert lines[2] == "| agent runs/s | 4.00 | 5.00 | 0.80 |"
-    assert lines[4] == "| LB CPU ms per agent run | 8.00 | 4.00 | 2.00 |"
-    assert lines[5] == "| errors | 0 | 0 | - |"
+    assert lines[0] == "| tls mode | HAProxy | nginx | HAProxy / nginx | per round, HAProxy / nginx |"
+    assert lines[2] == "| agent runs/s | 4.00 | 5.00 | 0.80 | 3.9 vs 5.2 / 4.1 vs 4.8 |"
+    assert lines[4] == "| LB CPU ms per agent run | 8.00 | 4.00 | 2.00 |  |"
+    assert lines[5] == "| errors | 0 | 0 | - |  |"
 
 
 def test_molecule_variables_expand(monkeypatch):
@@ -356,7 +357,8 @@ def test_sick_master_failure_figures():
         return {"t_end": str(start + ms / 1000), "ms": str(ms), "error": error, "name": name}
 
     rows = [row(90, 500, "HTTP 502"), row(101, 200, "HTTP 502"), row(103, 100, "HTTP 500", "node"),
-            row(115, 300, "HTTP 500"), row(120, 15000), row(105, 12000), row(161, 200, "transport"), row(130, 300)]
+            row(115, 300, "HTTP 500"), row(120, 15000), row(105, 12000), row(161, 200, "transport"), row(130, 300),
+            row(170, 12000)]
     runs = [{"start": 102, "ok": False, "rc": 1, "errors": ["Error: 502"]}, {"start": 130, "ok": True, "errors": []},
             {"start": 150, "ok": False, "rc": 1, "errors": []}]
     figures = lb_drills.failure_figures(rows, runs, events)
