@@ -285,7 +285,8 @@ class Lab:
             raise RuntimeError("molecule is not on PATH: run bench/run with the lab's environment (./lab, molecule_env)")
         inventory = os.path.join(os.path.dirname(logpath), "lb-engines-inventory.yml")
         with open(inventory, "w", encoding="utf-8") as fh:
-            yaml.safe_dump({"all": {"hosts": {lb: {"puppet_lb_engine": e} for lb, e in engines.items()}}}, fh)
+            yaml.safe_dump({"all": {"hosts": {lb: {"puppet_lb_engine": e} for lb, e in engines.items()}}}, fh,
+                           explicit_start=True)
         log(f"converging {self.name} with {', '.join(f'{e} on {lb}' for lb, e in engines.items())} (log: {logpath})")
         with open(logpath, "a", encoding="utf-8") as out:
             rc = subprocess.run(["molecule", "converge", "-s", self.name, "--", "-i", inventory],
