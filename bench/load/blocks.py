@@ -3,6 +3,7 @@ result directory and the client certificates, and returns its result rows."""
 
 import json
 import os
+import time
 
 from .common import BACKEND_PROBE, FACTS, TUNING_SETTINGS, log
 from .lab import container_cpu_seconds, docker, ip_of, lab_busy, set_cpuset
@@ -210,6 +211,16 @@ def block_tuning(lab, args, outdir, certnames):
 
 # The engines of the LB comparison, in the order of its first round.
 LB_ENGINES = ("haproxy", "nginx")
+# Seconds of a load balancer's CPU without load before each measurement: HAProxy's checks
+# cost CPU at any load, which weighs on the CPU per run the more, the fewer runs there are.
+LB_IDLE_S = 15
+
+
+def idle_cpu_per_s(lb):
+    """CPU seconds per second the load balancer's container uses without load."""
+    before, start = container_cpu_seconds(lb), time.monotonic()
+    time.sleep(LB_IDLE_S)  # a measurement window, not a wait for something
+    return (container_cpu_seconds(lb) - before) / (time.monotonic() - start)
 
 
 def lb_running(lab, engine, certname, outdir):
@@ -240,6 +251,8 @@ def block_lb_engines(lab, args, outdir, certnames):
     tags = {e: [] for e in LB_ENGINES}
     cpu_s = {e: [] for e in LB_ENGINES}
     cpu_ms_per_run = {e: [] for e in LB_ENGINES}
+    above_idle_ms_per_run = {e: [] for e in LB_ENGINES}
+    idle_ms_per_s = {e: [] for e in LB_ENGINES}
     served_by = {}
     try:
         for rnd in range(1, args.rounds + 1):
@@ -248,11 +261,15 @@ def block_lb_engines(lab, args, outdir, certnames):
                 served_by[engine] = lb
                 log(f"round {rnd}/{args.rounds}: {engine} on {lb}, {lab.lb_mode} mode ({args.duration}s, {args.users} users)")
                 tag = f"m-{engine}-r{rnd}"
-                before = container_cpu_seconds(lb)
+                idle = idle_cpu_per_s(lb)
+                before, start = container_cpu_seconds(lb), time.monotonic()
                 res = run_locust(lab, outdir, tag, (ip_of(lb), lab.shared_name), args.users, args.duration, certnames)
                 cpu_s[engine].append(container_cpu_seconds(lb) - before)
-                # Every Locust agent run asks one catalog: catalogs served are runs served.
-                cpu_ms_per_run[engine].append(round(1000 * cpu_s[engine][-1] / max(1, res["catalogs"]), 2))
+                runs = max(1, res["catalogs"])  # every Locust agent run asks one catalog
+                cpu_ms_per_run[engine].append(round(1000 * cpu_s[engine][-1] / runs, 2))
+                idle_ms_per_s[engine].append(round(1000 * idle, 2))
+                above_idle = cpu_s[engine][-1] - idle * (time.monotonic() - start)
+                above_idle_ms_per_run[engine].append(round(1000 * above_idle / runs, 2))
                 tags[engine].append(tag)
     finally:
         if {lb: lab.lb_engine(lb) for lb in lab.lbs} != initial:
@@ -264,6 +281,11 @@ def block_lb_engines(lab, args, outdir, certnames):
         res.update(engine=engine, lb=served_by[engine], lb_mode=lab.lb_mode, lb_cpu_s=round(sum(cpu_s[engine]), 2),
                    round_lb_cpu_s=[round(c, 2) for c in cpu_s[engine]],
                    round_lb_cpu_ms_per_run=cpu_ms_per_run[engine],
+                   round_lb_idle_cpu_ms_per_s=idle_ms_per_s[engine],
+                   lb_idle_cpu_ms_per_s=round(sum(idle_ms_per_s[engine]) / len(idle_ms_per_s[engine]), 2),
+                   round_lb_cpu_above_idle_ms_per_run=above_idle_ms_per_run[engine],
+                   lb_cpu_above_idle_ms_per_run=round(sum(above_idle_ms_per_run[engine])
+                                                      / len(above_idle_ms_per_run[engine]), 2),
                    lb_cpu_ms_per_run=round(1000 * sum(cpu_s[engine]) / max(1, res["catalogs"]), 2))
         results.append(res)
     return results
