@@ -240,7 +240,8 @@ def block_lb_engines(lab, args, outdir, certnames):
     agent runs through one load balancer's own address, the engines alternated A-B B-A over
     the rounds (one converge per round on a single load balancer, none on a pair once each of
     its hosts runs one engine). The LB container's CPU time (its cgroup) is read before and
-    after each measurement and divided by the agent runs served (one catalog per run)."""
+    after each measurement and divided by the agent runs served (one catalog per run); its
+    rate without load, read for LB_IDLE_S just before, gives the CPU per run above it."""
     initial = {lb: lab.lb_engine(lb) for lb in lab.lbs}
     if len(lab.lbs) > 1:
         # A pair: each engine on its own host before the first measurement, the same hosts throughout.
