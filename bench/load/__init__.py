@@ -1,13 +1,15 @@
 """Load measurements and fault drills on the Molecule labs (docs/load.md).
 
 Called by bench/run (through driver.py):
-  load [--block NAME ...] [--lab combo4|combo5|legacy] [--environment production|bench]
+  load [--block NAME ...] [--lab combo2|combo4|combo5|legacy] [--environment production|bench]
        [--users N] [--duration S] [--warmup S] [--plot-only]
+  load --block lb-engines --lab combo2|combo5  HAProxy against nginx without a fault, in the
+       lab's mode (tls on combo2, tcp on combo5); converges the lab to switch engines
   drill master-down|ca-down|revoke-under-load|lb-restart [--users N] [--master puppet1|puppet2]
         (combination 4's single nginx LB)
-  drill front-up-puppetserver-down|jvm-frozen|disk-full|lb-host-down --lab combo4|combo5
+  drill front-up-puppetserver-down|jvm-frozen|disk-full|lb-host-down --lab combo2|combo4|combo5
         [--sick-seconds S] (either LB engine; lb-host-down: the pair of combination 5)
-  drill table [--lab combo5]  the latest sick-master and pair drills, nginx against haproxy
+  drill table [--lab combo2|combo5]  the latest sick-master and pair drills, nginx against haproxy
 
 Every block that loads the lab heavily or changes its state runs as its own
 `flock /tmp/lab.lock` invocation of driver.py (`_locked <block>`), restores what it

@@ -3,9 +3,10 @@ result directory and the client certificates, and returns its result rows."""
 
 import json
 import os
+import time
 
 from .common import BACKEND_PROBE, FACTS, TUNING_SETTINGS, log
-from .lab import docker, lab_busy, set_cpuset
+from .lab import container_cpu_seconds, docker, ip_of, lab_busy, set_cpuset
 from .locust_run import run_locust, summarize_rounds, warm_up
 
 
@@ -208,4 +209,88 @@ def block_tuning(lab, args, outdir, certnames):
             summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)]
 
 
-BLOCKS = {"tuning": block_tuning, "entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned, "backend": block_backend}
+# The engines of the LB comparison, in the order of its first round.
+LB_ENGINES = ("haproxy", "nginx")
+# Seconds of a load balancer's CPU without load before each measurement: HAProxy's checks
+# cost CPU at any load, which weighs on the CPU per run the more, the fewer runs there are.
+LB_IDLE_S = 15
+
+
+def idle_cpu_per_s(lb):
+    """CPU seconds per second the load balancer's container uses without load."""
+    before, start = container_cpu_seconds(lb), time.monotonic()
+    time.sleep(LB_IDLE_S)  # a measurement window, not a wait for something
+    return (container_cpu_seconds(lb) - before) / (time.monotonic() - start)
+
+
+def lb_running(lab, engine, certname, outdir):
+    """A load balancer of the lab that serves with this engine; converges the lab first if
+    none does: a pair to one engine per host (LB_ENGINES in the order of its hosts), a single
+    load balancer to this engine."""
+    running = [lb for lb in lab.lbs if lab.lb_engine(lb) == engine]
+    if running:
+        return running[0]
+    engines = dict(zip(lab.lbs, LB_ENGINES)) if len(lab.lbs) > 1 else {lab.lbs[0]: engine}
+    lab.converge(engines, certname, os.path.join(outdir, "converge.log"))
+    return [lb for lb, e in engines.items() if e == engine][0]
+
+
+def block_lb_engines(lab, args, outdir, certnames):
+    """HAProxy against nginx as the load balancer, no fault, in the lab's mode (tcp or tls):
+    agent runs through one load balancer's own address, the engines alternated A-B B-A over
+    the rounds (one converge per round on a single load balancer, none on a pair once each of
+    its hosts runs one engine). The LB container's CPU time (its cgroup) is read before and
+    after each measurement and divided by the agent runs served (one catalog per run); its
+    rate without load, read for LB_IDLE_S just before, gives the CPU per run above it."""
+    initial = {lb: lab.lb_engine(lb) for lb in lab.lbs}
+    if len(lab.lbs) > 1:
+        # A pair: each engine on its own host before the first measurement, the same hosts throughout.
+        for engine in LB_ENGINES:
+            lb_running(lab, engine, certnames[0], outdir)
+    eps = lab.entry_points()
+    warm_up(lab, outdir, {k: eps[k] for k in lab.masters}, args.users, args.warmup, certnames)
+    tags = {e: [] for e in LB_ENGINES}
+    cpu_s = {e: [] for e in LB_ENGINES}
+    cpu_ms_per_run = {e: [] for e in LB_ENGINES}
+    above_idle_ms_per_run = {e: [] for e in LB_ENGINES}
+    idle_ms_per_s = {e: [] for e in LB_ENGINES}
+    served_by = {}
+    try:
+        for rnd in range(1, args.rounds + 1):
+            for engine in LB_ENGINES if rnd % 2 else LB_ENGINES[::-1]:
+                lb = lb_running(lab, engine, certnames[0], outdir)
+                served_by[engine] = lb
+                log(f"round {rnd}/{args.rounds}: {engine} on {lb}, {lab.lb_mode} mode ({args.duration}s, {args.users} users)")
+                tag = f"m-{engine}-r{rnd}"
+                idle = idle_cpu_per_s(lb)
+                before, start = container_cpu_seconds(lb), time.monotonic()
+                res = run_locust(lab, outdir, tag, (ip_of(lb), lab.shared_name), args.users, args.duration, certnames)
+                cpu_s[engine].append(container_cpu_seconds(lb) - before)
+                runs = max(1, res["catalogs"])  # every Locust agent run asks one catalog
+                cpu_ms_per_run[engine].append(round(1000 * cpu_s[engine][-1] / runs, 2))
+                idle_ms_per_s[engine].append(round(1000 * idle, 2))
+                above_idle = cpu_s[engine][-1] - idle * (time.monotonic() - start)
+                above_idle_ms_per_run[engine].append(round(1000 * above_idle / runs, 2))
+                tags[engine].append(tag)
+    finally:
+        if {lb: lab.lb_engine(lb) for lb in lab.lbs} != initial:
+            lab.guard = False  # restoring: nothing may stop it early
+            lab.converge(initial, certnames[0], os.path.join(outdir, "converge.log"))
+    results = []
+    for engine in LB_ENGINES:
+        res = summarize_rounds(outdir, f"{engine} on {served_by[engine]}, {lab.lb_mode} mode", tags[engine], 2)
+        res.update(engine=engine, lb=served_by[engine], lb_mode=lab.lb_mode, lb_cpu_s=round(sum(cpu_s[engine]), 2),
+                   round_lb_cpu_s=[round(c, 2) for c in cpu_s[engine]],
+                   round_lb_cpu_ms_per_run=cpu_ms_per_run[engine],
+                   round_lb_idle_cpu_ms_per_s=idle_ms_per_s[engine],
+                   lb_idle_cpu_ms_per_s=round(sum(idle_ms_per_s[engine]) / len(idle_ms_per_s[engine]), 2),
+                   round_lb_cpu_above_idle_ms_per_run=above_idle_ms_per_run[engine],
+                   lb_cpu_above_idle_ms_per_run=round(sum(above_idle_ms_per_run[engine])
+                                                      / len(above_idle_ms_per_run[engine]), 2),
+                   lb_cpu_ms_per_run=round(1000 * sum(cpu_s[engine]) / max(1, res["catalogs"]), 2))
+        results.append(res)
+    return results
+
+
+BLOCKS = {"tuning": block_tuning, "entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned,
+          "backend": block_backend, "lb-engines": block_lb_engines}

@@ -15,7 +15,7 @@ from .drills import DRILLS as COMBO4_DRILLS
 from .lb_drills import DRILLS as LB_DRILLS
 from .env import install_bench_env, remove_bench_env
 from .lab import LABS, SCENARIOS, Lab, LabInUse, lab_busy, scenario_spec, wait_quiet
-from .report import plot_all, print_drill_table, print_table
+from .report import plot_all, print_drill_table, print_engine_table, print_table
 
 LOCK_BUDGET_S = 360
 # How long to wait for the lab to be free of converges and tests before measuring anyway.
@@ -26,12 +26,14 @@ QUIET_WAIT_MEASURE_S = 120
 # Blocks and drills that stop services or pin CPUs: never started while a converge or a test
 # drives the lab (it could fail because of them), only measured "disturbed" ones may be.
 DRILLS = {**COMBO4_DRILLS, **LB_DRILLS}
-CHANGES_STATE = {("load", "lb-one"), ("load", "tuning")} | {("drill", name) for name in DRILLS}
+CHANGES_STATE = {("load", "lb-one"), ("load", "tuning"), ("load", "lb-engines")} | {("drill", name) for name in DRILLS}
 # Where each block and drill runs. The legacy lab's masters have no puppetserver (no tuning,
 # no plain port); the first drills read nginx's LB log and stop the single LB of
 # combination 4; the sick-master drills run on any puppetserver lab with either engine,
-# lb-host-down needs a pair (combination 5).
-RUNS_ON = {("load", "entry"): LABS, **{("drill", name): ("combo4",) for name in COMBO4_DRILLS},
+# lb-host-down needs a pair (combination 5). lb-engines converges the lab it runs on to switch
+# engines: only the puppetserver scenarios.
+RUNS_ON = {("load", "entry"): LABS, ("load", "lb-engines"): SCENARIOS,
+           **{("drill", name): ("combo4",) for name in COMBO4_DRILLS},
            **{("drill", name): SCENARIOS for name in LB_DRILLS}, ("drill", "lb-host-down"): ("combo5",)}
 # The masters of the scenarios' labs (puppet1, puppet2): what --master may name.
 MASTER_KEYS = sorted({key for name in SCENARIOS for key in scenario_spec(name)["masters"]})
@@ -107,6 +109,8 @@ def run_unit(kind, name, args):
         log(f"WARNING: over the {LOCK_BUDGET_S}s lock budget; use a shorter --duration/--warmup")
     if kind == "load":
         print_table(results)
+        if name == "lb-engines":
+            print_engine_table(results)
         return 0
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k != "errors_by_kind"}, indent=1, default=str))

@@ -8,6 +8,7 @@ name (its Molecule scenario), passed to every function that touches the lab.
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -28,15 +29,16 @@ PUPPETSERVER = {
 # The unit that serves each puppet_master_frontend; "none": puppetserver ends TLS itself.
 FRONT_UNITS = {"nginx": "nginx", "apache": "apache2", "none": "puppetserver"}
 # The Molecule scenarios the driver reads its hosts from (molecule/<name>/molecule.yml):
+# combination 2 (puppetserver 8 on Debian 13, one LB terminating TLS, the CA behind it),
 # combination 4 (puppetserver 8 on Debian 13, one LB) and combination 5 (puppetserver 7
 # on Debian 12, an LB pair on a virtual IP, one certificate shared by the masters).
-SCENARIOS = ("combo4", "combo5")
+SCENARIOS = ("combo2", "combo4", "combo5")
 # The legacy scenario (Puppet 5.5 under Passenger on Debian 11) differs in every path and
 # unit: its row is written out.
 LEGACY_DOMAIN = "domain.com"
 LEGACY = {
     "ca": f"ca5.{LEGACY_DOMAIN}", "lbs": [f"lb5.{LEGACY_DOMAIN}"], "shared_name": f"puppet5.{LEGACY_DOMAIN}",
-    "agent": f"agent5.{LEGACY_DOMAIN}", "domain": LEGACY_DOMAIN, "virtual_ip": "", "combination": 4,
+    "agent": f"agent5.{LEGACY_DOMAIN}", "domain": LEGACY_DOMAIN, "virtual_ip": "", "combination": 4, "lb_mode": "tcp",
     "masters": {"master5a": f"master5a.{LEGACY_DOMAIN}", "master5b": f"master5b.{LEGACY_DOMAIN}"},
     "front_service": {"master5a": "apache2", "master5b": "nginx"},
     "front_label": {"master5a": "Puppet 5.5, apache + mod_passenger",
@@ -87,6 +89,8 @@ def scenario_spec(name):
         ca=groups["puppet_ca"][0], lbs=groups["puppet_lb"], shared_name=shared_name,
         agent=groups["puppet_agents"][0], domain=shared_name.split(".", 1)[1], masters=masters,
         combination=int(cluster["puppet_cluster_combination"]),
+        # tcp: the LB passes TLS through; tls: it ends TLS and checks the agents' certificates.
+        lb_mode=cluster.get("puppet_lb_mode", cluster.get("puppet_cluster_lb_mode", "tcp")),
         virtual_ip=cluster.get("puppet_cluster_lb_virtual_ip", "") if len(groups["puppet_lb"]) > 1 else "",
         front_service={k: FRONT_UNITS[f] for k, f in fronts.items()},
         front_label={k: f"{f} front" if f != "none" else "no front" for k, f in fronts.items()},
@@ -112,6 +116,19 @@ def ip_of(host):
     if not ip:
         raise RuntimeError(f"{host} has no IP address")
     return ip
+
+
+def container_cpu_seconds(host):
+    """CPU time a container has used since it started, from its cgroup's accounting on this
+    host (cgroup v1 cpuacct with Docker's cgroupfs driver, or cgroup v2 with systemd's)."""
+    cid = docker("inspect", "-f", "{{.Id}}", host).stdout.decode().strip()
+    v1 = f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage"
+    if os.path.exists(v1):
+        with open(v1, encoding="ascii") as fh:
+            return int(fh.read()) / 1e9
+    with open(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", encoding="ascii") as fh:
+        stat = dict(line.split() for line in fh if line.strip())
+    return int(stat["usage_usec"]) / 1e6
 
 
 def set_cpuset(host, cpus):
@@ -215,6 +232,7 @@ class Lab:
         self.shared_name = spec["shared_name"]
         self.domain = spec["domain"]
         self.combination = spec["combination"]
+        self.lb_mode = spec["lb_mode"]
         self.agent = spec["agent"]
         self.masters = spec["masters"]  # key (puppet1...) -> host
         self.front_service = spec["front_service"]
@@ -257,6 +275,27 @@ class Lab:
         """What serves the shared name on a load balancer now: haproxy or nginx (the site
         play switches it with puppet_cluster_lb_engine)."""
         return "haproxy" if self.service_active(lb or self.lb, "haproxy") else "nginx"
+
+    def converge(self, engines, certname, logpath):
+        """The scenario's converge (as `molecule converge -s <lab>` with ./lab's environment),
+        with engines[lb] as each load balancer's puppet_lb_engine: host variables in an extra
+        inventory beside Molecule's, so that the two hosts of a pair may run different engines.
+        Returns once every load balancer serves the shared name with its engine."""
+        if not shutil.which("molecule"):
+            raise RuntimeError("molecule is not on PATH: run bench/run with the lab's environment (./lab, molecule_env)")
+        inventory = os.path.join(os.path.dirname(logpath), "lb-engines-inventory.yml")
+        with open(inventory, "w", encoding="utf-8") as fh:
+            yaml.safe_dump({"all": {"hosts": {lb: {"puppet_lb_engine": e} for lb, e in engines.items()}}}, fh,
+                           explicit_start=True)
+        log(f"converging {self.name} with {', '.join(f'{e} on {lb}' for lb, e in engines.items())} (log: {logpath})")
+        with open(logpath, "a", encoding="utf-8") as out:
+            rc = subprocess.run(["molecule", "converge", "-s", self.name, "--", "-i", inventory],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        if rc != 0:
+            raise RuntimeError(f"molecule converge -s {self.name} exited {rc}; see {logpath}")
+        for lb, engine in engines.items():
+            self.wait_for(f"{engine} serving {self.shared_name} on {lb}", lambda b=lb, e=engine: (
+                self.lb_engine(b) == e and self.status_ok(ip_of(b), self.shared_name, certname)), 120)
 
     def tls_name(self, key):
         """The name a master's certificate is valid for: its own, or the shared one in combination 5."""

@@ -23,6 +23,25 @@ def print_table(results):
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
 
 
+def print_engine_table(results):
+    """The lb-engines block's engines side by side, with HAProxy's figures as a ratio of nginx's."""
+    by_engine = {r["engine"]: r for r in results}
+    haproxy, nginx = by_engine["haproxy"], by_engine["nginx"]
+    figures = (("agent runs/s", "catalogs_per_s", "{:.2f}"), ("p95 catalog ms", "catalog_p95_ms", "{:.0f}"),
+               ("LB CPU ms per agent run", "lb_cpu_ms_per_run", "{:.2f}"),
+               ("LB CPU ms/s without load", "lb_idle_cpu_ms_per_s", "{:.2f}"),
+               ("LB CPU ms per agent run above that", "lb_cpu_above_idle_ms_per_run", "{:.2f}"),
+               ("errors", "errors", "{}"))
+    print(f"| {haproxy['lb_mode']} mode | HAProxy | nginx | HAProxy / nginx | per round, HAProxy / nginx |")
+    print("|---|---|---|---|---|")
+    for heading, key, fmt in figures:
+        if key not in haproxy or key not in nginx:
+            continue  # a figure of later runs than these
+        ratio = f"{haproxy[key] / nginx[key]:.2f}" if nginx[key] else "-"
+        rounds = " / ".join(f"{h} vs {n}" for h, n in zip(haproxy.get(f"round_{key}", []), nginx.get(f"round_{key}", [])))
+        print(f"| {heading} | {fmt.format(haproxy[key])} | {fmt.format(nginx[key])} | {ratio} | {rounds} |")
+
+
 # The columns of `drill table`: (heading, key of a drill's result), for the sick-master
 # drills and for the pair's.
 SICK_COLUMNS = (

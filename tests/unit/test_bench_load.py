@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import backend_probe, cli, drills, env, lab as lab_mod, lb_drills, locust_run, report  # noqa: E402
+from bench.load import backend_probe, blocks, cli, drills, env, lab as lab_mod, lb_drills, locust_run, report  # noqa: E402
 from bench.load.drills import REFUSED_STREAK, RefusalStreaks  # noqa: E402
 
 REQLOG_HEADER = ["t_end", "tag", "certname", "name", "ms", "status", "error", "compiled_on"]
@@ -48,13 +48,16 @@ def test_drill_defaults_and_names():
 
 
 def test_drills_run_where_their_lab_has_what_they_need():
-    """combination 4's first drills read its nginx LB; the sick-master drills run on both
-    scenarios' labs; lb-host-down needs the pair of combination 5."""
+    """combination 4's first drills read its nginx LB; the sick-master drills run on every
+    scenario's lab (combination 2: the LB terminates TLS); lb-host-down needs the pair of
+    combination 5; the engines' comparison converges the lab (never the legacy one)."""
     assert set(cli.DRILLS) == set(drills.DRILLS) | set(lb_drills.DRILLS)
     assert {("drill", name) for name in cli.DRILLS} <= cli.CHANGES_STATE
     assert cli.RUNS_ON[("drill", "master-down")] == ("combo4",)
-    assert cli.RUNS_ON[("drill", "disk-full")] == ("combo4", "combo5")
+    assert cli.RUNS_ON[("drill", "disk-full")] == ("combo2", "combo4", "combo5")
     assert cli.RUNS_ON[("drill", "lb-host-down")] == ("combo5",)
+    assert cli.RUNS_ON[("load", "lb-engines")] == ("combo2", "combo4", "combo5")
+    assert ("load", "lb-engines") in cli.CHANGES_STATE
 
 
 @pytest.mark.parametrize("argv", [
@@ -236,6 +239,55 @@ def test_combo5_lab_is_read_from_its_scenario(monkeypatch):
     assert lab_mod.Lab("combo4").tls_name("puppet1") == "puppet1.domain.com"
 
 
+def test_combo2_lab_terminates_tls():
+    """One load balancer in tls mode, no virtual IP; the masters have their own names."""
+    lab = lab_mod.Lab("combo2")
+    assert (lab.lbs, lab.virtual_ip, lab.lb_mode, lab.combination) == (["puppetlb.domain.org"], "", "tls", 2)
+    assert lab.tls_name("puppet1") == "puppet1.domain.org"
+    assert lab.front_service == {"puppet1": "nginx", "puppet2": "apache2"}
+    assert lab_mod.Lab("combo4").lb_mode == "tcp"
+
+
+class EnginesLab:
+    """What lb_running() asks of a Lab: the engine of each load balancer, and a converge."""
+
+    def __init__(self, engines):
+        self.engines = dict(engines)
+        self.lbs = list(engines)
+        self.converged = []
+
+    def lb_engine(self, lb):
+        return self.engines[lb]
+
+    def converge(self, engines, _certname, _logpath):
+        self.converged.append(dict(engines))
+        self.engines.update(engines)
+
+
+def test_lb_running_converges_only_when_no_lb_serves_the_engine(tmp_path):
+    single = EnginesLab({"lb": "haproxy"})
+    assert blocks.lb_running(single, "haproxy", "c", str(tmp_path)) == "lb"
+    assert blocks.lb_running(single, "nginx", "c", str(tmp_path)) == "lb"
+    assert single.converged == [{"lb": "nginx"}]
+    # A pair gets one engine per host in one converge, and keeps them.
+    pair = EnginesLab({"lb1": "nginx", "lb2": "nginx"})
+    assert blocks.lb_running(pair, "haproxy", "c", str(tmp_path)) == "lb1"
+    assert blocks.lb_running(pair, "nginx", "c", str(tmp_path)) == "lb2"
+    assert pair.converged == [{"lb1": "haproxy", "lb2": "nginx"}]
+
+
+def test_print_engine_table(capsys):
+    row = {"lb_mode": "tls", "catalogs_per_s": 4.0, "catalog_p95_ms": 900.0, "lb_cpu_ms_per_run": 8.0, "errors": 0}
+    report.print_engine_table([dict(row, engine="haproxy", round_catalogs_per_s=[3.9, 4.1]),
+                               dict(row, engine="nginx", catalogs_per_s=5.0, lb_cpu_ms_per_run=4.0,
+                                    round_catalogs_per_s=[5.2, 4.8])])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| tls mode | HAProxy | nginx | HAProxy / nginx | per round, HAProxy / nginx |"
+    assert lines[2] == "| agent runs/s | 4.00 | 5.00 | 0.80 | 3.9 vs 5.2 / 4.1 vs 4.8 |"
+    assert lines[4] == "| LB CPU ms per agent run | 8.00 | 4.00 | 2.00 |  |"
+    assert lines[5] == "| errors | 0 | 0 | - |  |"
+
+
 def test_molecule_variables_expand(monkeypatch):
     monkeypatch.delenv("LAB_VIRTUAL_IP", raising=False)
     assert lab_mod.expand("${LAB_VIRTUAL_IP:-172.30.55.250}") == "172.30.55.250"
@@ -305,7 +357,8 @@ def test_sick_master_failure_figures():
         return {"t_end": str(start + ms / 1000), "ms": str(ms), "error": error, "name": name}
 
     rows = [row(90, 500, "HTTP 502"), row(101, 200, "HTTP 502"), row(103, 100, "HTTP 500", "node"),
-            row(115, 300, "HTTP 500"), row(120, 15000), row(105, 12000), row(161, 200, "transport"), row(130, 300)]
+            row(115, 300, "HTTP 500"), row(120, 15000), row(105, 12000), row(161, 200, "transport"), row(130, 300),
+            row(170, 12000)]
     runs = [{"start": 102, "ok": False, "rc": 1, "errors": ["Error: 502"]}, {"start": 130, "ok": True, "errors": []},
             {"start": 150, "ok": False, "rc": 1, "errors": []}]
     figures = lb_drills.failure_figures(rows, runs, events)
