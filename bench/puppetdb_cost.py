@@ -6,7 +6,7 @@ Each block turns PuppetDB on or off on every master (storeconfigs, reports, the 
 route; puppetserver reloaded and waited for), warms up with one run per agent, then runs
 `puppet agent --test` back to back on every agent for the block's seconds, the agents'
 catalogs spread over the masters. Per block it reads the containers' CPU time from their
-cgroups (cgroup v1 cpuacct or v2 cpu.stat) before and after, and PuppetDB's processed
+cgroups (bench/load/lab.py) before and after, and PuppetDB's processed
 command count from its metrics, and reports runs per second, the masters' CPU seconds per
 run, PuppetDB's (and PostgreSQL's) CPU seconds per run and the commands PuppetDB
 processed per second. The masters' files are put back as they were at the end.
@@ -18,12 +18,16 @@ import argparse
 import json
 import pathlib
 import subprocess
+import sys
 import threading
 import time
 
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The load bench's cgroup reader, by its package name from the repository root.
+sys.path[0] = str(ROOT)
+from bench.load.lab import container_cpu_seconds as cpu_seconds  # noqa: E402  pylint: disable=wrong-import-position
 SSLDIR = "/var/lib/puppet/ssl"
 MODES = ("with PuppetDB", "without")
 
@@ -45,20 +49,6 @@ def lab_hosts(scenario):
         for group in platform.get("groups", []):
             groups.setdefault(group, []).append(platform["name"])
     return groups
-
-
-def cpu_seconds(container):
-    """CPU time the container used so far (its cgroup's accounting)."""
-    cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    for path, scale in ((f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage", 1e-9),
-                        (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", 1e-6)):
-        file = pathlib.Path(path)
-        if file.exists():
-            text = file.read_text()
-            value = text.split()[1] if text.startswith("usage_usec") else text.split()[0]
-            return int(value) * scale
-    raise RuntimeError(f"no CPU accounting found for {container}")
 
 
 def commands_processed(master, puppetdb):
