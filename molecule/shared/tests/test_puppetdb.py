@@ -186,3 +186,29 @@ def test_masters_fail_over_to_the_second_puppetdb(cluster, puppetdbs):
             wait_puppetdb_ready(cluster, puppetdb)
     run = cluster.agent_run(agent)
     assert run.rc in (0, 2), run.stdout[-3000:]
+
+
+def served_certificate(cluster, puppetdb):
+    """Serial and public key of the certificate PuppetDB's port presents now."""
+    return cluster.host(puppetdb).run(
+        f"openssl s_client -connect 127.0.0.1:{port(cluster)} -servername {puppetdb} < /dev/null 2> /dev/null"
+        " | openssl x509 -noout -serial -pubkey").stdout
+
+
+def test_renew_renews_the_database_hosts_puppetdb_certificate(cluster, puppetdbs):
+    """renew.yml with a window the certificate falls in, limited to the database host:
+    the same key under a new serial, served by PuppetDB and by PostgreSQL, and the masters
+    and the other PuppetDB host still reach them."""
+    database = puppetdbs[0]
+    before = served_certificate(cluster, database).split("\n", 1)
+    play = cluster.run_playbook("playbooks/renew.yml", args=(
+        "--limit", f"{database},localhost", "-e", "puppet_cluster_renew_within_days=3000"))
+    assert play.returncode == 0, play.stdout[-5000:] + play.stderr[-2000:]
+    assert f"{database}: PuppetDB certificate renewed, PuppetDB restarted" in play.stdout, play.stdout[-3000:]
+    after = served_certificate(cluster, database).split("\n", 1)
+    assert after[0] != before[0] and after[1] == before[1], (before, after)
+    postgres = cluster.host(database).run("openssl x509 -noout -serial -in /etc/postgresql/puppetdb-ssl/cert.pem")
+    assert postgres.stdout.strip() == after[0], (postgres.stdout, after[0])
+    for puppetdb in puppetdbs:
+        wait_puppetdb_ready(cluster, puppetdb)
+        assert node(cluster, puppetdb, cluster.agents[0])["certname"] == cluster.agents[0]
