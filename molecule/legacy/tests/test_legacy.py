@@ -7,6 +7,7 @@ Standalone behind nginx on the other), Passenger itself serves the Rack master
 down does not stop agents, a revoked certificate is refused, TLS below 1.2 is refused.
 """
 
+import json
 import re
 
 import pytest
@@ -171,3 +172,21 @@ def test_enrolment_signs_only_the_hosts_own_request(cluster, tmp_path):
         ca.run(f"puppet cert clean {name} --color=false")
         client.run(f"rm -f {SSLDIR}/certs/{name}.pem {SSLDIR}/private_keys/{name}.pem "
                    f"{SSLDIR}/public_keys/{name}.pem {SSLDIR}/certificate_requests/{name}.pem /tmp/decoy.key /tmp/decoy.csr")
+
+
+def test_a_puppet5_ca_is_neither_backed_up_nor_restored_onto(cluster, tmp_path):
+    """backup.yml and restore.yml are for puppetserver's CA: a Puppet 5 CA (Debian 11) is
+    migrated (playbooks/migrate.yml), and each play stops on it with its message before
+    it reads or changes anything."""
+    secret = ("-e", json.dumps({"puppet_ca_backup_passphrase": "the lab backup passphrase, not a secret"}))
+    backups = tmp_path / "backups"
+    backup = cluster.run_playbook("playbooks/backup.yml", args=(*secret, "-e", f"puppet_ca_backup_dir={backups}"))
+    said = backup.stdout + backup.stderr
+    assert backup.returncode != 0 and "a Puppet 5 CA (Debian 11) is" in said and "migrated" in said, said[-3000:]
+    assert not backups.exists()
+    # The archive need not exist: the host is refused first.
+    restore = cluster.run_playbook("playbooks/restore.yml", args=(
+        "-e", f"puppet_ca_restore_archive={tmp_path}/puppetca.tar.gz.gpg", *secret))
+    said = restore.stdout + restore.stderr
+    assert restore.returncode != 0 and "runs Debian 11 (Puppet 5, no puppetserver)" in said, said[-3000:]
+    assert cluster.host(cluster.ca).run(f"test -f {SSLDIR}/ca/ca_key.pem").rc == 0

@@ -212,3 +212,74 @@ def test_renew_renews_the_database_hosts_puppetdb_certificate(cluster, puppetdbs
     for puppetdb in puppetdbs:
         wait_puppetdb_ready(cluster, puppetdb)
         assert node(cluster, puppetdb, cluster.agents[0])["certname"] == cluster.agents[0]
+
+
+def reports_of(cluster, puppetdb, certname):
+    response = query(cluster, cluster.masters[0], puppetdb, "reports", cert=cluster.masters[0],
+                     pql=["=", "certname", certname])
+    assert response.status == 200, (puppetdb, certname, response)
+    return sorted(report["hash"] for report in json.loads(response.body))
+
+
+def test_the_database_comes_back_from_the_backup(cluster, puppetdbs, tmp_path):
+    """backup.yml puts PuppetDB's database in the archive (pg_dump, encrypted on the
+    database host); after the database is lost, restore_puppetdb.yml puts back every
+    node's facts, catalog and past reports, without an agent run in between. A wrong
+    passphrase stops it before PuppetDB is stopped."""
+    # No agent run between the backup and the checks after the restore: what PuppetDB
+    # then holds can only have come from the archive.
+    for agent in cluster.agents:
+        assert cluster.host(agent).run("puppet agent --disable 'PuppetDB restore drill'").rc == 0
+    try:
+        database_comes_back(cluster, puppetdbs, tmp_path)
+    finally:
+        for agent in cluster.agents:
+            cluster.host(agent).run("puppet agent --enable")
+    run = cluster.agent_run(cluster.agents[0])
+    assert run.rc in (0, 2), run.stdout[-3000:] + run.stderr[-2000:]
+
+
+def database_comes_back(cluster, puppetdbs, tmp_path):
+    database_host = puppetdbs[0]
+    passphrase = "the lab backup passphrase, not a secret"
+    secret = ("-e", json.dumps({"puppet_ca_backup_passphrase": passphrase}))
+    backups = tmp_path / "backups"
+    play = cluster.run_playbook("playbooks/backup.yml", args=(*secret, "-e", f"puppet_ca_backup_dir={backups}"))
+    assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
+    assert passphrase not in play.stdout + play.stderr
+    archive, = backups.glob("*.tar.gz.gpg")
+    manifest = (archive.parent / f"{archive.name}.manifest").read_text()
+    assert f"puppetdb_database: puppetdb on {database_host}\n" in manifest, manifest
+    assert "  puppetdb/puppetdb.dump.gpg\n" in manifest, manifest
+    assert not cluster.host(database_host).run("ls -d /tmp/puppet-ca-backup-* 2>/dev/null").stdout
+    before = {agent: node(cluster, puppetdbs[-1], agent)["catalog_timestamp"] for agent in cluster.agents}
+    reports = reports_of(cluster, puppetdbs[-1], cluster.agents[0])
+    assert reports
+
+    restore_args = ("-e", f"puppet_ca_restore_archive={archive}")
+    # --check: the checks, and what would be replaced; PuppetDB keeps running.
+    check = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=("--check", *restore_args, *secret))
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+    assert f"is replaced by puppetdb on {database_host}" in check.stdout, check.stdout[-3000:]
+    wrong = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=(
+        *restore_args, "-e", json.dumps({"puppet_ca_backup_passphrase": "another passphrase entirely"})))
+    assert wrong.returncode != 0, wrong.stdout[-3000:]
+    assert "does not decrypt with puppet_puppetdb_restore_passphrase" in wrong.stdout + wrong.stderr, wrong.stdout[-3000:]
+    for puppetdb in puppetdbs:
+        assert cluster.host(puppetdb).run("systemctl is-active puppetdb").stdout.strip() == "active", puppetdb
+
+    # The database is lost.
+    for puppetdb in puppetdbs:
+        systemctl(cluster, puppetdb, "stop")
+    dropped = cluster.host(database_host).run("runuser -u postgres -- dropdb puppetdb")
+    assert dropped.rc == 0, dropped.stderr
+
+    restore = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=(*restore_args, *secret))
+    assert restore.returncode == 0, restore.stdout[-6000:] + restore.stderr[-2000:]
+    assert passphrase not in restore.stdout + restore.stderr
+    restored = re.search(r"PuppetDB's database restored from \S+: (\d+) nodes", restore.stdout)
+    assert restored and int(restored.group(1)) >= len(cluster.agents), restore.stdout[-3000:]
+    assert not cluster.host(database_host).run("ls -d /tmp/puppet-puppetdb-restore-* 2>/dev/null").stdout
+    for puppetdb in puppetdbs:
+        assert {agent: node(cluster, puppetdb, agent)["catalog_timestamp"] for agent in cluster.agents} == before
+        assert reports_of(cluster, puppetdb, cluster.agents[0]) == reports

@@ -8,6 +8,7 @@ a new node is signed by the same chain and no serial repeats. Opt-in per scenari
 (Named to run after test_operations.py and before test_rollout.py.)
 """
 
+import hashlib
 import json
 import re
 import subprocess
@@ -141,6 +142,14 @@ def test_the_ca_comes_back_from_a_backup_after_its_host_is_lost(cluster, tmp_pat
     (tmp_path / "truncated.tar.gz.gpg.manifest").write_text(manifest)
     cut = cluster.run_playbook("playbooks/restore.yml", args=("-e", f"puppet_ca_restore_archive={truncated}", *secret))
     assert cut.returncode != 0 and "does not have the checksum its manifest gives" in cut.stdout + cut.stderr, output(cut)
+    # An archive of another cluster: its CA is not the one the masters trust.
+    foreign = tmp_path / "foreign.tar.gz.gpg"
+    foreign.write_bytes(archive.read_bytes())
+    other_ca = ":".join(f"{byte:02X}" for byte in hashlib.sha256(b"another cluster's CA").digest())
+    (tmp_path / "foreign.tar.gz.gpg.manifest").write_text(
+        re.sub(r"^ca_fingerprint: .*$", f"ca_fingerprint: {other_ca}", manifest, flags=re.M))
+    other = cluster.run_playbook("playbooks/restore.yml", args=("-e", f"puppet_ca_restore_archive={foreign}", *secret))
+    assert other.returncode != 0 and "an archive of another cluster" in other.stdout + other.stderr, output(other)
     wrong = cluster.run_playbook("playbooks/restore.yml", args=(
         "-e", f"puppet_ca_restore_archive={archive}", "-e", json.dumps({"puppet_ca_backup_passphrase": "another passphrase entirely"})))
     assert wrong.returncode != 0 and "does not decrypt with puppet_ca_backup_passphrase" in wrong.stdout + wrong.stderr, output(wrong)
