@@ -15,6 +15,7 @@ import urllib.parse
 import pytest
 
 from conftest import SSLDIR
+from test_rollout import AgentTraffic, main_pid, offer_newer_package
 
 EXPORT_DIR = "/var/tmp/puppet-cluster-exported"
 
@@ -212,6 +213,43 @@ def test_renew_renews_the_database_hosts_puppetdb_certificate(cluster, puppetdbs
     for puppetdb in puppetdbs:
         wait_puppetdb_ready(cluster, puppetdb)
         assert node(cluster, puppetdb, cluster.agents[0])["certname"] == cluster.agents[0]
+
+
+UPGRADE = "Install puppetdb {version}"
+READY = "Wait until PuppetDB's status says running"
+
+
+def test_site_upgrades_puppetdb_one_host_at_a_time_without_failing_an_agent_run(cluster, puppetdbs):
+    """A new puppet_puppetdb_version rolls out through site.yml one PuppetDB host at a
+    time: while one restarts the masters use the other, and no agent run fails. (The
+    new version is the installed package under a higher version number, from a local
+    apt repository: dpkg, the package scripts and the restart are real.)"""
+    versions = {offer_newer_package(cluster.host(puppetdb), "puppetdb") for puppetdb in puppetdbs}
+    assert len(versions) == 1, versions
+    version = versions.pop()
+    pids_before = {puppetdb: main_pid(cluster, puppetdb, "puppetdb") for puppetdb in puppetdbs}
+    with AgentTraffic(cluster) as traffic:
+        play = cluster.run_playbook("site.yml", args=(
+            "--limit", "puppet_puppetdb", "-e", f"puppet_puppetdb_version={version}"))
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
+    traffic.assert_nothing_failed(min_runs=2)
+    for puppetdb in puppetdbs:
+        host = cluster.host(puppetdb)
+        assert host.run("dpkg-query --show --showformat '${Version}' puppetdb").stdout == version, puppetdb
+        pid = main_pid(cluster, puppetdb, "puppetdb")
+        assert pid not in ("0", pids_before[puppetdb]), f"{puppetdb}: PuppetDB was not restarted (main PID {pid})"
+    # One host at a time: each is upgraded and answers before the next one is touched.
+    upgrade = UPGRADE.format(version=version)
+    order, task = [], None
+    rollout = play.stdout.split("PLAY [Upgrade PuppetDB one host at a time]", 1)[1].split("PLAY [PuppetDB]", 1)[0]
+    for line in rollout.splitlines():
+        header = re.match(r"TASK \[(?:[^:\]]*: )?(.*)\] \*", line)
+        if header:
+            task = header.group(1)
+        done = re.match(r"(?:changed|ok): \[([^\] ]+)", line)
+        if done and task in (upgrade, READY):
+            order.append((task, done.group(1)))
+    assert order == [step for puppetdb in puppetdbs for step in ((upgrade, puppetdb), (READY, puppetdb))], order
 
 
 def reports_of(cluster, puppetdb, certname):

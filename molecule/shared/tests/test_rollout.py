@@ -84,18 +84,19 @@ def opted_in(cluster):
         pytest.skip("this scenario does not run the rolling operations")
 
 
-def offer_newer_puppetserver(host):
-    """Repackage the installed puppetserver as <version>+lab1 in a local apt repository."""
+def offer_newer_package(host, package="puppetserver"):
+    """Repackage the installed package as <version>+lab1 in a local apt repository."""
     script = r"""
 set -eu
-version=$(dpkg-query --show --showformat '${Version}' puppetserver)
+package=$1
+version=$(dpkg-query --show --showformat '${Version}' "$package")
 new="$version+lab1"
 repo=/var/local/lab-apt work=/var/tmp/lab-repack
 rm -rf "$work" && mkdir -p "$work" "$repo" && cd "$work"
-apt-get download puppetserver > /dev/null
-dpkg-deb -R puppetserver_*.deb pkg
+apt-get download "$package" > /dev/null
+dpkg-deb -R "$package"_*.deb pkg
 sed -i "s/^Version: .*/Version: $new/" pkg/DEBIAN/control
-deb="$repo/puppetserver_${new}_all.deb"
+deb="$repo/${package}_${new}_all.deb"
 dpkg-deb -Znone -b pkg "$deb" > /dev/null
 { dpkg-deb -f "$deb"; echo "Filename: ./$(basename "$deb")"; echo "Size: $(stat -c %s "$deb")";
   echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"; echo; } > "$repo/Packages"
@@ -103,15 +104,15 @@ echo "deb [trusted=yes] file:$repo ./" > /etc/apt/sources.list.d/lab.list
 rm -rf "$work"
 echo "$new"
 """
-    result = host.run(f"bash -c {shlex.quote(script)}")
+    result = host.run(f"bash -c {shlex.quote(script)} repackage {shlex.quote(package)}")
     assert result.rc == 0, result.stderr
     return result.stdout.strip()
 
 
-def main_pid(cluster, master):
-    """The main PID systemd knows for puppetserver on this master ("0" when not running)."""
-    shown = cluster.host(master).run("systemctl show --property MainPID --value puppetserver")
-    assert shown.rc == 0 and shown.stdout.strip().isdigit(), (master, shown.stdout, shown.stderr)
+def main_pid(cluster, host, service="puppetserver"):
+    """The main PID systemd knows for the service on this host ("0" when not running)."""
+    shown = cluster.host(host).run(f"systemctl show --property MainPID --value {service}")
+    assert shown.rc == 0 and shown.stdout.strip().isdigit(), (host, shown.stdout, shown.stderr)
     return shown.stdout.strip()
 
 
@@ -149,7 +150,7 @@ def test_site_upgrades_masters_one_at_a_time_without_failing_an_agent_run(cluste
     site playbook of the Galaxy tarball by its name: the released artifact, not the
     checkout, upgrades a serving cluster (one site run proves both)."""
     opted_in(cluster)
-    versions = {offer_newer_puppetserver(cluster.host(m)) for m in cluster.masters}
+    versions = {offer_newer_package(cluster.host(m)) for m in cluster.masters}
     assert len(versions) == 1, versions
     version = versions.pop()
     playbook, collections_path = "site.yml", None
