@@ -190,3 +190,17 @@ def test_a_puppet5_ca_is_neither_backed_up_nor_restored_onto(cluster, tmp_path):
     said = restore.stdout + restore.stderr
     assert restore.returncode != 0 and "runs Debian 11 (Puppet 5, no puppetserver)" in said, said[-3000:]
     assert cluster.host(cluster.ca).run(f"test -f {SSLDIR}/ca/ca_key.pem").rc == 0
+
+
+def test_puppetdb_on_debian_11_stops_in_preflight(cluster):
+    """Debian 11 ships Puppet 5 and no PuppetDB: a host of puppet_puppetdb on it stops
+    the site play in preflight, naming Puppet 5, before any host is changed (check mode
+    here, so nothing could change even without the check)."""
+    host = cluster.agents[0]
+    # Limited to that host: the Passenger masters' own preflight refuses PuppetDB too.
+    play = cluster.run_playbook("site.yml", move={host: (None, "puppet_puppetdb")}, args=(
+        "--check", "--limit", host, "-e", '{"puppet_puppetdb_database_password": "lab-puppetdb-0123456789"}'))
+    said = play.stdout + play.stderr
+    assert play.returncode != 0, said[-3000:]
+    assert f"puppet_puppetdb needs Debian 12 or 13 (PuppetDB 7.12 or 8.4 from Debian); {host} runs Debian 11" in said, said[-3000:]
+    assert "Debian 11 ships Puppet 5 and no PuppetDB package" in said, said[-3000:]
