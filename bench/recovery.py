@@ -46,7 +46,7 @@ STATE = ROOT / "bench" / ".state" / "recovery"
 # daemon run's lock, commands in a container (testinfra).
 sys.path.insert(0, str(ROOT / "molecule" / "shared" / "tests"))
 os.environ.setdefault("MOLECULE_PROJECT_DIRECTORY", str(ROOT))
-from conftest import SSLDIR, Cluster  # noqa: E402  pylint: disable=wrong-import-position
+from conftest import SSLDIR, Cluster, container_like, docker  # noqa: E402  pylint: disable=wrong-import-position
 
 CADIR = "/etc/puppet/puppetserver/ca"
 # A bench passphrase, not a secret: the archives stay in bench/.state.
@@ -62,13 +62,6 @@ PHASES = (("checks", None), ("restore tasks", "Restore the certificate authority
 
 def log(msg):
     print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", flush=True)
-
-
-def docker(*args, check=True):
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args[:3])}: {done.stderr.strip()}")
-    return done.stdout
 
 
 # ---------------------------------------------------------------- the lab's inventory
@@ -172,32 +165,6 @@ def restore_phases(output):
 
 # ---------------------------------------------------------------- containers
 
-def container_like(template, name, replace):
-    """docker run a fresh container `name` from the image of container `template`, with
-    its network (and aliases), capabilities, mounts and cgroup settings: what systemd
-    needs, as test_restore.py's recreate_from_image. With `replace`, `template` is
-    removed first and `name` is its own (a rebuilt machine); otherwise it stays."""
-    info = json.loads(docker("inspect", template))[0]
-    host = info["HostConfig"]
-    hostname = info["Config"]["Hostname"] if replace else name
-    args = ["run", "-d", "--name", name, "--hostname", hostname, "--cgroupns", host["CgroupnsMode"]]
-    for cap in host.get("CapAdd") or []:
-        args += ["--cap-add", cap]
-    for opt in host.get("SecurityOpt") or []:
-        args += ["--security-opt", opt]
-    for bind in host.get("Binds") or []:
-        args += ["-v", bind]
-    for path in host.get("Tmpfs") or {}:
-        args += ["--tmpfs", path]
-    (network, settings), = info["NetworkSettings"]["Networks"].items()
-    args += ["--network", network]
-    # The template's own names (and Docker's short id) are not the new host's.
-    for alias in settings.get("Aliases") or []:
-        if alias not in (template, info["Config"]["Hostname"]) and not re.fullmatch(r"[0-9a-f]{12}", alias):
-            args += ["--network-alias", alias]
-    if replace:
-        docker("rm", "-f", template)
-    docker(*args, info["Config"]["Image"])
 
 
 def wait_until(predicate, timeout, what):

@@ -23,6 +23,42 @@ import testinfra
 import yaml
 
 SSLDIR = "/var/lib/puppet/ssl"
+
+
+def docker(*args, check=True):
+    """The docker CLI's output; a failure raises (check) with its message."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args[:3])}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def container_like(template, name, replace):
+    """docker run a fresh container `name` from the image of container `template`, with
+    its network (and aliases), capabilities, mounts and cgroup settings: what systemd
+    needs. With `replace`, `template` is removed first and `name` is its own (a rebuilt
+    machine: test_restore.py, bench/recovery.py); otherwise it stays (a new host)."""
+    info = json.loads(docker("inspect", template))[0]
+    host = info["HostConfig"]
+    hostname = info["Config"]["Hostname"] if replace else name
+    args = ["run", "-d", "--name", name, "--hostname", hostname, "--cgroupns", host["CgroupnsMode"]]
+    for cap in host.get("CapAdd") or []:
+        args += ["--cap-add", cap]
+    for opt in host.get("SecurityOpt") or []:
+        args += ["--security-opt", opt]
+    for bind in host.get("Binds") or []:
+        args += ["-v", bind]
+    for path in host.get("Tmpfs") or {}:
+        args += ["--tmpfs", path]
+    (network, settings), = info["NetworkSettings"]["Networks"].items()
+    args += ["--network", network]
+    # The template's own names (and Docker's short id) are not the new host's.
+    for alias in settings.get("Aliases") or []:
+        if alias not in (template, info["Config"]["Hostname"]) and not re.fullmatch(r"[0-9a-f]{12}", alias):
+            args += ["--network-alias", alias]
+    if replace:
+        docker("rm", "-f", template)
+    docker(*args, info["Config"]["Image"])
 # openssl s_client's protocol options and the names it prints for them.
 TLS_NAMES = {"-tls1_1": r"TLSv1\.1", "-tls1_2": r"TLSv1\.2", "-tls1_3": r"TLSv1\.3"}
 

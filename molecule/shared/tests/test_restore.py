@@ -11,12 +11,11 @@ a new node is signed by the same chain and no serial repeats. Opt-in per scenari
 import hashlib
 import json
 import re
-import subprocess
 import time
 
 import pytest
 
-from conftest import SSLDIR
+from conftest import SSLDIR, container_like, docker
 
 PASSPHRASE = "the lab backup passphrase, not a secret"
 CADIR = "/etc/puppet/puppetserver/ca"
@@ -27,35 +26,10 @@ def opted_in(cluster):
         pytest.skip("this scenario does not run the backup drill")
 
 
-def docker(*args):
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
 def recreate_from_image(name):
     """Destroy the container and create a fresh one from its image, with the same name,
     network (and aliases) and the settings systemd needs: a rebuilt machine."""
-    info = json.loads(docker("inspect", name))[0]
-    host = info["HostConfig"]
-    args = ["run", "-d", "--name", name, "--hostname", info["Config"]["Hostname"],
-            "--cgroupns", host["CgroupnsMode"]]
-    for cap in host.get("CapAdd") or []:
-        args += ["--cap-add", cap]
-    for opt in host.get("SecurityOpt") or []:
-        args += ["--security-opt", opt]
-    for bind in host.get("Binds") or []:
-        args += ["-v", bind]
-    for path in host.get("Tmpfs") or {}:
-        args += ["--tmpfs", path]
-    networks = info["NetworkSettings"]["Networks"]
-    (network, settings), = networks.items()
-    args += ["--network", network]
-    for alias in settings.get("Aliases") or []:
-        if alias not in (name, info["Config"]["Hostname"]) and not re.fullmatch(r"[0-9a-f]{12}", alias):
-            args += ["--network-alias", alias]
-    docker("rm", "-f", name)
-    docker(*args, info["Config"]["Image"])
+    container_like(name, name, replace=True)
 
 
 def output(play):
