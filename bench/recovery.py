@@ -164,8 +164,8 @@ def restore_phases(output):
 
 
 # ---------------------------------------------------------------- containers
-
-
+# (container_like, which makes them, is in the verifier's conftest.py, shared with
+# test_restore.py.)
 
 def wait_until(predicate, timeout, what):
     deadline = time.monotonic() + timeout

@@ -59,6 +59,8 @@ def container_like(template, name, replace):
     if replace:
         docker("rm", "-f", template)
     docker(*args, info["Config"]["Image"])
+
+
 # openssl s_client's protocol options and the names it prints for them.
 TLS_NAMES = {"-tls1_1": r"TLSv1\.1", "-tls1_2": r"TLSv1\.2", "-tls1_3": r"TLSv1\.3"}
 
