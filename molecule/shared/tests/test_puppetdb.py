@@ -28,30 +28,31 @@ def puppetdbs(cluster):
     return hosts
 
 
+@pytest.fixture
+def day200_tests(cluster, puppetdbs):
+    """PuppetDB's renewal, upgrade and restore run where the scenario proves them (combo3);
+    a scenario that sets lab_puppetdb_day200_tests false proves PuppetDB's wiring only
+    (combo5: Debian 12's PuppetDB, within the suite's time budget)."""
+    if not cluster.var(puppetdbs[0], "lab_puppetdb_day200_tests", True):
+        pytest.skip("PuppetDB's renewal, upgrade and restore are proved on combo3")
+
+
 def port(cluster):
     return int(cluster.var(cluster.ca, "puppet_cluster_puppetdb_port", 8081))
 
 
 def query(cluster, client, puppetdb, endpoint, cert=None, pql=None):
-    """A PuppetDB query made from `client` (curl), as `cert` or with no certificate."""
+    """A PuppetDB query made from `client` (curl), as `cert` or with no certificate (a
+    master's certificate is cluster.tls_name(master): one shared name in combination 5)."""
     url = f"https://{puppetdb}:{port(cluster)}/pdb/query/v4/{endpoint}"
     if pql is not None:
         url += "?" + urllib.parse.urlencode({"query": json.dumps(pql)})
     return cluster.https_request(client, url, cert=cert)
 
 
-def run_through(cluster, agent, master):
-    """An agent run whose catalog the named master compiles (SRV records off, so the
-    server given is the one asked)."""
-    run = cluster.agent_run(agent, f"--no-use_srv_records --server {master} --server_list ''")
-    assert run.rc in (0, 2), run.stdout[-3000:] + run.stderr[-2000:]
-    assert cluster.compiled_by(run.stdout) == master, (agent, master, run.stdout[-2000:])
-    return run
-
-
 def node(cluster, puppetdb, certname):
     """What PuppetDB holds about a node, asked as the first master."""
-    response = query(cluster, cluster.masters[0], puppetdb, f"nodes/{certname}", cert=cluster.masters[0])
+    response = query(cluster, cluster.masters[0], puppetdb, f"nodes/{certname}", cert=cluster.tls_name(cluster.masters[0]))
     assert response.status == 200, (puppetdb, certname, response)
     return json.loads(response.body)
 
@@ -78,13 +79,13 @@ def test_exported_resources_cross_masters(cluster, puppetdbs):
     first, second = cluster.compile_only_masters[:2]
     exporter, collector = cluster.agents[:2]
     assert cluster.host(collector).run(f"rm -rf {EXPORT_DIR}").rc == 0
-    run_through(cluster, exporter, first)
-    run_through(cluster, collector, second)
+    cluster.run_through(exporter, first)
+    cluster.run_through(collector, second)
     collected = cluster.host(collector).file(f"{EXPORT_DIR}/{exporter}")
     assert collected.exists, f"{collector} (compiled by {second}) did not collect what {exporter} exported"
     assert collected.content_string == f"exported by {exporter}, catalog from {first}\n"
     # And the other way: the exporter's next catalog, from the other master, collects the collector's.
-    run_through(cluster, exporter, second)
+    cluster.run_through(exporter, second)
     assert cluster.host(exporter).file(f"{EXPORT_DIR}/{collector}").content_string == \
         f"exported by {collector}, catalog from {second}\n"
 
@@ -100,7 +101,7 @@ def test_puppetdb_holds_every_agent(cluster, puppetdbs):
             missing = [kind for kind in ("facts", "catalog", "report") if not stored.get(f"{kind}_timestamp")]
             assert not missing, f"{puppetdb} holds no {', '.join(missing)} of {agent}: {stored}"
             assert stored.get("latest_report_status") in ("changed", "unchanged"), stored
-        facts = query(cluster, cluster.masters[0], puppetdb, "facts", cert=cluster.masters[0],
+        facts = query(cluster, cluster.masters[0], puppetdb, "facts", cert=cluster.tls_name(cluster.masters[0]),
                       pql=["and", ["=", "certname", cluster.agents[0]], ["=", "name", "networking"]])
         assert facts.status == 200 and json.loads(facts.body)[0]["value"]["fqdn"] == cluster.agents[0], facts
 
@@ -110,7 +111,7 @@ def test_puppetdb_answers_the_masters_only(cluster, puppetdbs):
     get 403; the plain-HTTP port is closed."""
     agent = cluster.agents[0]
     for puppetdb in puppetdbs:
-        assert query(cluster, cluster.masters[0], puppetdb, "nodes", cert=cluster.masters[0]).status == 200
+        assert query(cluster, cluster.masters[0], puppetdb, "nodes", cert=cluster.tls_name(cluster.masters[0])).status == 200
         for cert in (None, agent):
             refused = query(cluster, agent, puppetdb, "nodes", cert=cert)
             assert refused.status == 403, (puppetdb, cert, refused)
@@ -196,6 +197,7 @@ def served_certificate(cluster, puppetdb):
         " | openssl x509 -noout -serial -pubkey").stdout
 
 
+@pytest.mark.usefixtures("day200_tests")
 def test_renew_renews_the_database_hosts_puppetdb_certificate(cluster, puppetdbs):
     """renew.yml with a window the certificate falls in, limited to the database host:
     the same key under a new serial, served by PuppetDB and by PostgreSQL, and the masters
@@ -219,6 +221,7 @@ UPGRADE = "Install puppetdb {version}"
 READY = "Wait until PuppetDB's status says running"
 
 
+@pytest.mark.usefixtures("day200_tests")
 def test_site_upgrades_puppetdb_one_host_at_a_time_without_failing_an_agent_run(cluster, puppetdbs):
     """A new puppet_puppetdb_version rolls out through site.yml one PuppetDB host at a
     time: while one restarts the masters use the other, and no agent run fails. (The
@@ -253,12 +256,13 @@ def test_site_upgrades_puppetdb_one_host_at_a_time_without_failing_an_agent_run(
 
 
 def reports_of(cluster, puppetdb, certname):
-    response = query(cluster, cluster.masters[0], puppetdb, "reports", cert=cluster.masters[0],
+    response = query(cluster, cluster.masters[0], puppetdb, "reports", cert=cluster.tls_name(cluster.masters[0]),
                      pql=["=", "certname", certname])
     assert response.status == 200, (puppetdb, certname, response)
     return sorted(report["hash"] for report in json.loads(response.body))
 
 
+@pytest.mark.usefixtures("day200_tests")
 def test_the_database_comes_back_from_the_backup(cluster, puppetdbs, tmp_path):
     """backup.yml puts PuppetDB's database in the archive (pg_dump, encrypted on the
     database host); after the database is lost, restore_puppetdb.yml puts back every

@@ -7,15 +7,16 @@ node default {
     message => "compiled by ${server_facts['servername']} on ${compiled_on}",
   }
   # Exported resources (with PuppetDB, where the masters have storeconfigs): every node
-  # exports a file naming the master that compiled its catalog and collects every
-  # node's, so a node compiled by one master holds the files compiled by the others.
+  # exports a file naming the master host that compiled its catalog (its host name: masters
+  # sharing one certificate have one servername) and collects every node's, so a node
+  # compiled by one master holds the files compiled by the others.
   if $settings::storeconfigs {
     file { '/var/tmp/puppet-cluster-exported':
       ensure => directory,
     }
     @@file { "/var/tmp/puppet-cluster-exported/${trusted['certname']}":
       ensure  => file,
-      content => "exported by ${trusted['certname']}, catalog from ${server_facts['servername']}\n",
+      content => "exported by ${trusted['certname']}, catalog from ${compiled_on}\n",
       tag     => 'puppet_cluster_exported',
     }
     File <<| tag == 'puppet_cluster_exported' |>>
