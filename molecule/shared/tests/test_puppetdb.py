@@ -262,6 +262,26 @@ def reports_of(cluster, puppetdb, certname):
     return sorted(report["hash"] for report in json.loads(response.body))
 
 
+def test_a_backup_without_gpg_on_the_database_host_stops_before_saving(cluster, puppetdbs, tmp_path):
+    """gpg encrypts PuppetDB's dump on the database host: without it there (a cluster
+    deployed before the backup held the database) the backup stops in its checks, naming
+    the host, before anything is dumped, and saves nothing."""
+    database_host = cluster.var(puppetdbs[0], "puppet_puppetdb_database_host") or puppetdbs[0]
+    host = cluster.host(database_host)
+    assert host.run("mv /usr/bin/gpg /usr/bin/gpg.lab-hidden").rc == 0
+    backups = tmp_path / "backups"
+    try:
+        play = cluster.run_playbook("playbooks/backup.yml", args=(
+            "-e", json.dumps({"puppet_ca_backup_passphrase": "the lab backup passphrase, not a secret"}),
+            "-e", f"puppet_ca_backup_dir={backups}"))
+    finally:
+        assert host.run("mv /usr/bin/gpg.lab-hidden /usr/bin/gpg").rc == 0
+    output = play.stdout + play.stderr
+    assert play.returncode != 0 and f"{database_host} has no gpg" in output, output[-3000:]
+    assert "TASK [marionette.puppet_cluster.puppet_ca : Dump PuppetDB's database" not in output, output[-3000:]
+    assert not backups.exists() or not any(backups.iterdir()), sorted(backups.iterdir())
+
+
 @pytest.mark.usefixtures("day200_tests")
 def test_the_database_comes_back_from_the_backup(cluster, puppetdbs, tmp_path):
     """backup.yml puts PuppetDB's database in the archive (pg_dump, encrypted on the
