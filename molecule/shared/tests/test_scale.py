@@ -5,7 +5,11 @@ These change the cluster, so they run after every other test of the scenario
 the group lab_spare_masters (scale-out) or the variable lab_scale_in_master.
 """
 
+import shutil
+
 import pytest
+
+from test_cluster import PROOF
 
 
 def agent_settings(cluster):
@@ -19,13 +23,36 @@ def ca_inventory(cluster):
     return cluster.host(cluster.ca).run("puppetserver ca list --all").stdout
 
 
-def test_scale_out_adds_a_master_behind_the_load_balancer(cluster):
+def changed_code(cluster, tmp_path):
+    """A copy of the code the play copies from the controller, at revision 2; None where
+    the scenario's code comes from git (combo3 proves that path)."""
+    source = cluster.var(cluster.masters[0], "puppet_master_code_source", "")
+    if not source:
+        return None
+    changed = tmp_path / "code"
+    shutil.copytree(source, changed)
+    site_pp = changed / "environments/production/manifests/site.pp"
+    site_pp.write_text(site_pp.read_text().replace("code revision 1", "code revision 2"))
+    return changed
+
+
+def test_scale_out_adds_a_master_behind_the_load_balancer(cluster, tmp_path):
+    """The spare master joins behind the load balancer with no change to agents. The
+    same run carries a change of the code copied from the controller: afterwards every
+    master, the new one and those already serving (whose environment cache the change
+    must empty), serves it. The lab's code is one file in nested directories, the tree
+    whose change Ansible's directory copy reports as unchanged (ansible/ansible#85833):
+    before the play kept the code's checksum, no reload followed and the masters kept
+    serving revision 1."""
     spares = cluster.groups.get("lab_spare_masters", [])
     if not spares:
         pytest.skip("this scenario has no spare master")
     spare = spares[0]
     agents_before, ca_before = agent_settings(cluster), ca_inventory(cluster)
-    cluster.run_site_play(move={spare: (None, "puppet_masters")})
+    code = changed_code(cluster, tmp_path)
+    play = cluster.run_playbook("site.yml", move={spare: (None, "puppet_masters")},
+                                args=("-e", f"puppet_master_code_source={code}") if code else ())
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
     assert f" {spare}:8140" in cluster.lb_config()
     assert agent_settings(cluster) == agents_before, "adding a master changed an agent"
     if cluster.combination == 5:
@@ -39,6 +66,14 @@ def test_scale_out_adds_a_master_behind_the_load_balancer(cluster):
         if spare in seen:
             break
     assert spare in seen, f"no agent run reached {spare} through the load balancer: {seen}"
+    if code:
+        agent = cluster.agents[0]
+        for master in [*cluster.masters, spare]:
+            # Written by this run, not left by an earlier one.
+            assert cluster.host(agent).run(f"rm -f {PROOF}").rc == 0
+            cluster.run_through(agent, master)
+            content = cluster.host(agent).file(PROOF).content_string
+            assert content == "code revision 2\n", (master, content)
 
 
 def test_scale_in_takes_a_master_out_cleanly(cluster):
