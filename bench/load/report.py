@@ -4,6 +4,7 @@ import json
 import os
 
 from .common import IMGDIR, RESULTS, log
+from .cpu import CATEGORIES, GENERATOR
 from .lab import Lab
 from .lb_drills import failure_figures, sick_verdict
 from .locust_run import read_reqlog
@@ -21,6 +22,32 @@ def print_table(results):
         print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | {rounds} | "
               f"{r['catalog_p50_ms']:.0f} | {r['catalog_p95_ms']:.0f} | {r['errors']} | "
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
+
+
+def thousands(value):
+    return "-" if value is None else f"{value:,}"
+
+
+def print_cpu_table(results):
+    """CPU seconds per successful agent run from the cgroups (cpu.py), by component group,
+    and the agents a core serves at a 30-minute interval; rows without CPU figures are left out."""
+    rows = [r for r in results if r.get("cpu_s_per_run_by_category")]
+    if not rows:
+        return
+    cats = [c for c in CATEGORIES if any(c in r["cpu_s_per_run_by_category"] for r in rows)]
+    print()
+    print("CPU seconds per successful agent run (cgroup accounting; the load generator is not in the stack):")
+    print("| configuration | " + " | ".join(cats) + " | stack | per round | masters | agents per core at 30 min "
+          "(stack / masters) | load generator | load avg 1 min | incomplete |")
+    print("|---|" + "---|" * (len(cats) + 7))
+    for r in rows:
+        by_cat = r["cpu_s_per_run_by_category"]
+        cells = " | ".join(f"{by_cat[c]:.3f}" if c in by_cat else "-" for c in cats)
+        rounds = " / ".join(f"{v:.3f}" for v in r.get("round_stack_cpu_s_per_run", []))
+        load = " / ".join(f"{a:.1f}-{b:.1f}" for a, b in r.get("round_loadavg_1m", []))
+        print(f"| {r['label']} | {cells} | {r['stack_cpu_s_per_run']:.3f} | {rounds} | {r['masters_cpu_s_per_run']:.3f} | "
+              f"{thousands(r['agents_per_core_30min'])} / {thousands(r['agents_per_master_core_30min'])} | "
+              f"{r['cpu_s_per_run'].get(GENERATOR, 0):.3f} | {load} | {', '.join(r.get('incomplete', [])) or 'no'} |")
 
 
 def print_engine_table(results):
