@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from .common import BACKEND_PROBE, FACTS, TUNING_SETTINGS, log
+from .common import BACKEND_PROBE, FACTS, JVM_EXPERIMENT, TUNING_SETTINGS, log
 from .lab import container_cpu_seconds, docker, ip_of, lab_busy, set_cpuset
 from .locust_run import run_locust, summarize_rounds, warm_up
 
@@ -209,6 +209,93 @@ def block_tuning(lab, args, outdir, certnames):
             summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)]
 
 
+# Where jvm_experiment.sh is copied inside the master, and where it saves the files it changes.
+EXPERIMENT_IN_CONTAINER = "/tmp/bench-jvm-experiment.sh"
+EXPERIMENT_SAVE = "/root/bench-jvm-experiment-saved"
+# What jvm_experiment.sh changes, one setting against the collection's settings each
+# (the names are its `apply` argument).
+EXPERIMENTS = {
+    "baseline": "the collection's settings",
+    "compile-off": "JRuby compile-mode off (interpreter only)",
+    "compile-jit": "JRuby compile-mode jit",
+    "compile-force": "JRuby compile-mode force",
+    "indy": "-Djruby.compile.invokedynamic=true",
+    "parallel-gc": "-XX:+UseParallelGC instead of G1",
+    "heap-1g": "1 GB heap (-Xms1g -Xmx1g)",
+    "class-cache": "environment-class-cache-enabled: true",
+    "one-jruby": "max-active-instances: 1",
+}
+DEFAULT_EXPERIMENTS = ("compile-off", "indy", "parallel-gc", "class-cache")
+
+
+def jvm_experiment(lab, host, action, name=""):
+    """jvm_experiment.sh inside the master: "apply" one experiment (saves the files first) or
+    "restore"; returns what it printed (the setting now in force)."""
+    lab.copy_to(host, JVM_EXPERIMENT, EXPERIMENT_IN_CONTAINER)
+    argv = ["sh", EXPERIMENT_IN_CONTAINER, action, EXPERIMENT_SAVE, *([name] if name else [])]
+    return lab.run_in(host, *argv).stdout.decode().strip()
+
+
+def restore_experiment(lab, host):
+    """The collection's files back, if an experiment saved them (and only then: a failed
+    apply may have saved nothing)."""
+    if lab.run_in(host, "test", "-d", EXPERIMENT_SAVE, check=False).returncode == 0:
+        jvm_experiment(lab, host, "restore")
+
+
+def experiment_order(experiments, rnd):
+    """The baseline first and the experiments after it in odd rounds, the reverse in even
+    ones (A-B B-A): a drift over the run weighs on the baseline and the experiments alike."""
+    order = ["baseline", *experiments]
+    return order if rnd % 2 else order[::-1]
+
+
+def block_jvm_experiments(lab, args, outdir, certnames):
+    """One setting at a time against the collection's settings on puppet1 (nginx front)
+    direct: each configuration gets a restarted puppetserver (the baseline too, so that each
+    starts from a cold JVM alike), --warmup seconds of agent runs and a measured run whose
+    CPU per agent run comes from the cgroups. The files are restored after each
+    configuration and, whatever happens, at the end."""
+    key, host = "puppet1", lab.masters["puppet1"]
+    entry = lab.entry_points()[key]
+    experiments = args.experiment or list(DEFAULT_EXPERIMENTS)
+    tags = {name: [] for name in ["baseline", *experiments]}
+    settings = {}
+    try:
+        for rnd in range(1, args.rounds + 1):
+            for name in experiment_order(experiments, rnd):
+                try:
+                    settings[name] = jvm_experiment(lab, host, "apply", name)
+                    log(f"round {rnd}/{args.rounds}: {name}: {settings[name]}")
+                    lab.restart_puppetserver(key, certnames[0])
+                    run_locust(lab, outdir, f"warmup-{name}-r{rnd}", entry, args.users, args.warmup, certnames)
+                    tag = f"m-{name}-r{rnd}"
+                    run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+                    tags[name].append(tag)
+                finally:
+                    restore_experiment(lab, host)
+    finally:
+        restore_experiment(lab, host)
+        log(f"{host}: the collection's settings again")
+        lab.restart_puppetserver(key, certnames[0])
+    results = []
+    for name, name_tags in tags.items():
+        res = summarize_rounds(outdir, f"puppet1 direct, {EXPERIMENTS[name]}", name_tags, 1)
+        res.update(experiment=name, settings=settings.get(name, ""))
+        results.append(res)
+    base = results[0]
+    for res in results:
+        # The experiment's CPU per agent run against the baseline's, round by round too
+        # (the rounds' baselines are measured at opposite ends of the run).
+        if res.get("stack_cpu_s_per_run") and base.get("stack_cpu_s_per_run"):
+            res["stack_cpu_vs_baseline"] = round(res["stack_cpu_s_per_run"] / base["stack_cpu_s_per_run"], 3)
+            res["compiler_cpu_vs_baseline"] = round(res["cpu_s_per_run_by_category"]["compiler"]
+                                                    / base["cpu_s_per_run_by_category"]["compiler"], 3)
+            res["round_stack_cpu_vs_baseline"] = [round(a / b, 3) for a, b in zip(
+                res["round_stack_cpu_s_per_run"], base["round_stack_cpu_s_per_run"])]
+    return results
+
+
 # The engines of the LB comparison, in the order of its first round.
 LB_ENGINES = ("haproxy", "nginx")
 # Seconds of a load balancer's CPU without load before each measurement: HAProxy's checks
@@ -293,4 +380,4 @@ def block_lb_engines(lab, args, outdir, certnames):
 
 
 BLOCKS = {"tuning": block_tuning, "entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned,
-          "backend": block_backend, "lb-engines": block_lb_engines}
+          "backend": block_backend, "lb-engines": block_lb_engines, "jvm-experiments": block_jvm_experiments}
