@@ -224,7 +224,11 @@ EXPERIMENTS = {
     "heap-1g": "1 GB heap (-Xms1g -Xmx1g)",
     "class-cache": "environment-class-cache-enabled: true",
     "one-jruby": "max-active-instances: 1",
+    "profiler": "puppetserver's profiler on (its per-function and per-resource timings are saved)",
 }
+# puppetserver's status service with the profiler's figures, on the master's plain loopback
+# port (puppet_master_backend_port): no client certificate needed from inside the master.
+PROFILER_STATUS = "http://127.0.0.1:18140/status/v1/services/puppet-profiler?level=debug"
 DEFAULT_EXPERIMENTS = ("compile-off", "indy", "parallel-gc", "class-cache")
 
 
@@ -272,6 +276,10 @@ def block_jvm_experiments(lab, args, outdir, certnames):
                     tag = f"m-{name}-r{rnd}"
                     run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
                     tags[name].append(tag)
+                    if name == "profiler":
+                        # What the profiler counted since the restart: the warm-up and the run.
+                        with open(os.path.join(outdir, f"{tag}-profile.json"), "wb") as fh:
+                            fh.write(lab.run_in(host, "curl", "-sf", PROFILER_STATUS).stdout)
                 finally:
                     restore_experiment(lab, host)
     finally:

@@ -39,6 +39,10 @@ case $action in
             indy) java_arg -Djruby.compile.invokedynamic=true ;;
             parallel-gc) java_arg -XX:+UseParallelGC ;;
             heap-1g) sed -i -E 's/-Xm([sx])[0-9]+[mgMG]/-Xm\11g/g' "$defaults" && grep -E '^JAVA_ARGS' "$defaults" ;;
+            profiler)
+                sed -i -E 's/^(\s*profiler:\s*\{)/\1\n    enabled: true/' "$conf"
+                grep -A1 -E '^\s*profiler:' "$conf" | tr -s ' \n' ' '
+                ;;
             *) echo "unknown experiment $name" >&2; exit 2 ;;
         esac
         ;;

@@ -40,6 +40,7 @@ def print_cpu_table(results):
     print("| configuration | " + " | ".join(cats) + " | stack | per round | masters | agents per core at 30 min "
           "(stack / masters) | load generator | load avg 1 min | incomplete |")
     print("|---|" + "---|" * (len(cats) + 7))
+    compare = any("stack_cpu_vs_baseline" in r for r in rows)
     for r in rows:
         by_cat = r["cpu_s_per_run_by_category"]
         cells = " | ".join(f"{by_cat[c]:.3f}" if c in by_cat else "-" for c in cats)
@@ -48,6 +49,32 @@ def print_cpu_table(results):
         print(f"| {r['label']} | {cells} | {r['stack_cpu_s_per_run']:.3f} | {rounds} | {r['masters_cpu_s_per_run']:.3f} | "
               f"{thousands(r['agents_per_core_30min'])} / {thousands(r['agents_per_master_core_30min'])} | "
               f"{r['cpu_s_per_run'].get(GENERATOR, 0):.3f} | {load} | {', '.join(r.get('incomplete', [])) or 'no'} |")
+    if compare:
+        # jvm-experiments: each configuration's CPU per run against the baseline's.
+        print("\n| configuration | stack CPU vs baseline | per round | compiler CPU vs baseline | catalogs/s | settings |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            rounds = " / ".join(f"{v:.2f}" for v in r.get("round_stack_cpu_vs_baseline", []))
+            print(f"| {r['label']} | {r.get('stack_cpu_vs_baseline', 0):.2f} | {rounds} | "
+                  f"{r.get('compiler_cpu_vs_baseline', 0):.2f} | {r['catalogs_per_s']:.2f} | {r.get('settings', '')} |")
+
+
+def print_profile_top(outdir, top=12):
+    """The costliest entries of puppetserver's profiler (jvm-experiments' "profiler" runs):
+    per catalog phase, per function and per resource, by total milliseconds."""
+    for name in sorted(os.listdir(outdir)):
+        if not name.endswith("-profile.json"):
+            continue
+        with open(os.path.join(outdir, name), encoding="utf-8") as fh:
+            metrics = json.load(fh)["status"]["experimental"]
+        print(f"\npuppetserver's profiler ({name}; since its restart: warm-up and measured run):")
+        for section, key in (("catalog-metrics", "metric"), ("function-metrics", "function"),
+                             ("resource-metrics", "resource")):
+            rows = sorted(metrics.get(section, []), key=lambda m: -m.get("aggregate", 0))[:top]
+            print(f"| {section} | count | mean ms | total ms |")
+            print("|---|---|---|---|")
+            for m in rows:
+                print(f"| {m.get(key)} | {m.get('count')} | {m.get('mean')} | {m.get('aggregate')} |")
 
 
 def print_engine_table(results):
