@@ -29,6 +29,9 @@ CGROUP_ROOTS = (
 # process that compiles catalogs (puppetserver's JVM, or Passenger's Ruby processes);
 # "front+compiler": apache2 with mod_passenger, whose unit holds both.
 CATEGORIES = ("lb", "front", "compiler", "front+compiler", "master other", "ca")
+# A container's counter can lag its units' by a few milliseconds (the kernel adds a child's
+# time to its parent's lazily), so "the rest" of an idle container may step back that much.
+NEGLIGIBLE_S = 0.1
 # What the load generator (Locust, on the host) spent: a child process of this driver.
 GENERATOR = "load generator (host)"
 
@@ -57,10 +60,13 @@ def snapshot(components):
     Subtracting gives "the rest of a container": its total less its units measured apart."""
     snap = {}
     for name, _category, path, minus in components:
-        total = usage_seconds(path)
+        # The units first, then the container: read the other way, a unit busy in between
+        # could count more than its container and "the rest" would shrink.
         # A unit not running (a front a block stopped) has no cgroup and spends nothing; one
         # that starts or stops during a run also shows in that run's "disturbed" list.
-        snap[name] = None if total is None else total - sum(usage_seconds(p) or 0 for p in minus)
+        units = sum(usage_seconds(p) or 0 for p in minus)
+        total = usage_seconds(path)
+        snap[name] = None if total is None else total - units
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     snap[GENERATOR] = children.ru_utime + children.ru_stime
     return snap
@@ -73,8 +79,10 @@ def delta(before, after):
         end = after.get(name)
         if start is None and end is None:
             out[name] = 0.0  # not running at either end: a stopped unit
+        elif start is None or end is None or end < start - NEGLIGIBLE_S:
+            out[name] = None
         else:
-            out[name] = None if start is None or end is None or end < start else round(end - start, 3)
+            out[name] = max(0.0, round(end - start, 3))
     return out
 
 
