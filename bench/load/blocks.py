@@ -247,11 +247,17 @@ def restore_experiment(lab, host):
         jvm_experiment(lab, host, "restore")
 
 
-def experiment_order(experiments, rnd):
-    """The baseline first and the experiments after it in odd rounds, the reverse in even
-    ones (A-B B-A): a drift over the run weighs on the baseline and the experiments alike."""
-    order = ["baseline", *experiments]
-    return order if rnd % 2 else order[::-1]
+def experiment_order(experiments, rounds):
+    """[(round, name)]: the baseline first and the experiments after it in odd rounds, the
+    reverse in even ones (A-B B-A), so that a drift over the run weighs on the baseline and the
+    experiments alike; a single round measures the baseline at both ends."""
+    order = []
+    for rnd in range(1, rounds + 1):
+        names = ["baseline", *experiments]
+        order += [(rnd, n) for n in (names if rnd % 2 else names[::-1])]
+    if rounds == 1:
+        order.append((1, "baseline"))
+    return order
 
 
 def block_jvm_experiments(lab, args, outdir, certnames):
@@ -266,22 +272,21 @@ def block_jvm_experiments(lab, args, outdir, certnames):
     tags = {name: [] for name in ["baseline", *experiments]}
     settings = {}
     try:
-        for rnd in range(1, args.rounds + 1):
-            for name in experiment_order(experiments, rnd):
-                try:
-                    settings[name] = jvm_experiment(lab, host, "apply", name)
-                    log(f"round {rnd}/{args.rounds}: {name}: {settings[name]}")
-                    lab.restart_puppetserver(key, certnames[0])
-                    run_locust(lab, outdir, f"warmup-{name}-r{rnd}", entry, args.users, args.warmup, certnames)
-                    tag = f"m-{name}-r{rnd}"
-                    run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
-                    tags[name].append(tag)
-                    if name == "profiler":
-                        # What the profiler counted since the restart: the warm-up and the run.
-                        with open(os.path.join(outdir, f"{tag}-profile.json"), "wb") as fh:
-                            fh.write(lab.run_in(host, "curl", "-sf", PROFILER_STATUS).stdout)
-                finally:
-                    restore_experiment(lab, host)
+        for step, (rnd, name) in enumerate(experiment_order(experiments, args.rounds), start=1):
+            try:
+                settings[name] = jvm_experiment(lab, host, "apply", name)
+                log(f"round {rnd}/{args.rounds}: {name}: {settings[name]}")
+                lab.restart_puppetserver(key, certnames[0])
+                run_locust(lab, outdir, f"warmup-{name}-{step}", entry, args.users, args.warmup, certnames)
+                tag = f"m-{name}-{step}"
+                run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+                tags[name].append(tag)
+                if name == "profiler":
+                    # What the profiler counted since the restart: the warm-up and the run.
+                    with open(os.path.join(outdir, f"{tag}-profile.json"), "wb") as fh:
+                        fh.write(lab.run_in(host, "curl", "-sf", PROFILER_STATUS).stdout)
+            finally:
+                restore_experiment(lab, host)
     finally:
         restore_experiment(lab, host)
         log(f"{host}: the collection's settings again")
