@@ -51,7 +51,8 @@ def print_cpu_table(results):
               f"{r['cpu_s_per_run'].get(GENERATOR, 0):.3f} | {load} | {', '.join(r.get('incomplete', [])) or 'no'} |")
     if compare:
         # jvm-experiments: each configuration's CPU per run against the baseline's.
-        print("\n| configuration | stack CPU vs baseline | per round | compiler CPU vs baseline | catalogs/s | settings |")
+        print("\n| configuration | stack CPU vs baseline | each run vs each baseline run | compiler CPU vs baseline | "
+              "catalogs/s | settings |")
         print("|---|---|---|---|---|---|")
         for r in rows:
             rounds = " / ".join(f"{v:.2f}" for v in r.get("round_stack_cpu_vs_baseline", []))
