@@ -326,8 +326,11 @@ class Lab:
         return docker("exec", host, *cmd, check=check)
 
     def copy_to(self, host, source, target):
-        """Copy a file of this host into a lab container (a program to run there)."""
-        docker("cp", source, f"{host}:{target}")
+        """Copy a file of this host into a lab container (a program to run there). Through
+        `docker exec`, not `docker cp`: the containers' /tmp is a tmpfs, and `docker cp` writes
+        below it, into the container's file system, where nothing inside sees the file."""
+        with open(source, "rb") as fh:
+            docker("exec", "-i", host, "sh", "-c", f"cat > {target}", input_bytes=fh.read())
 
     def wait_for(self, what, predicate, timeout, interval=0.5):
         """poll(), which gives up with LabInUse while the guard is on and someone drives the lab."""
