@@ -6,6 +6,7 @@ import os
 import time
 
 from .common import BACKEND_PROBE, FACTS, JVM_EXPERIMENT, TUNING_SETTINGS, log
+from .cpu import container_cgroup, jvm_thread_seconds
 from .lab import container_cpu_seconds, docker, ip_of, lab_busy, set_cpuset
 from .locust_run import run_locust, summarize_rounds, warm_up
 
@@ -240,6 +241,31 @@ def jvm_experiment(lab, host, action, name=""):
     return lab.run_in(host, *argv).stdout.decode().strip()
 
 
+def jvm_threads(lab, host):
+    """CPU seconds so far of a master's puppetserver JVM by thread group (cpu.py)."""
+    root = container_cgroup(lab.container_id(host))
+    return jvm_thread_seconds(f"{root}/system.slice/puppetserver.service")
+
+
+def save_jvm_threads(outdir, tag, threads, catalogs):
+    """The JVM's CPU by thread group during the warm-up and during the measured run (per
+    agent run) into <tag>-threads.json: how much of it the JIT compilers and the garbage
+    collector take, and how that changes once the JVM is warmer."""
+    start, warm, end = threads
+
+    def spent(a, b):
+        return {g: round(b.get(g, 0) - a.get(g, 0), 2) for g in b}
+    record = {"warmup_s": spent(start, warm), "run_s": spent(warm, end),
+              "run_s_per_run": {g: round(v / max(1, catalogs), 3) for g, v in spent(warm, end).items()}}
+    with open(os.path.join(outdir, f"{tag}-threads.json"), "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def restore_experiment(lab, host):
     """The collection's files back, if an experiment saved them (and only then: a failed
     apply may have saved nothing)."""
@@ -277,9 +303,13 @@ def block_jvm_experiments(lab, args, outdir, certnames):
                 settings[name] = jvm_experiment(lab, host, "apply", name)
                 log(f"round {rnd}/{args.rounds}: {name}: {settings[name]}")
                 lab.restart_puppetserver(key, certnames[0])
+                threads = [jvm_threads(lab, host)]
                 run_locust(lab, outdir, f"warmup-{name}-{step}", entry, args.users, args.warmup, certnames)
+                threads.append(jvm_threads(lab, host))
                 tag = f"m-{name}-{step}"
-                run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+                res = run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+                threads.append(jvm_threads(lab, host))
+                save_jvm_threads(outdir, tag, threads, res["catalogs"])
                 tags[name].append(tag)
                 if name == "profiler":
                     # What the profiler counted since the restart: the warm-up and the run.
@@ -294,7 +324,8 @@ def block_jvm_experiments(lab, args, outdir, certnames):
     results = []
     for name, name_tags in tags.items():
         res = summarize_rounds(outdir, f"puppet1 direct, {EXPERIMENTS[name]}", name_tags, 1)
-        res.update(experiment=name, settings=settings.get(name, ""))
+        res.update(experiment=name, settings=settings.get(name, ""),
+                   jvm_threads=[read_json(os.path.join(outdir, f"{t}-threads.json")) for t in name_tags])
         results.append(res)
     base = results[0]
     for res in results:

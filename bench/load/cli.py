@@ -15,7 +15,8 @@ from .drills import DRILLS as COMBO4_DRILLS
 from .lb_drills import DRILLS as LB_DRILLS
 from .env import install_bench_env, remove_bench_env
 from .lab import LABS, SCENARIOS, Lab, LabInUse, lab_busy, scenario_spec, wait_quiet
-from .report import plot_all, print_cpu_table, print_drill_table, print_engine_table, print_profile_top, print_table
+from .report import (plot_all, print_cpu_table, print_drill_table, print_engine_table, print_jvm_threads,
+                     print_profile_top, print_table)
 
 LOCK_BUDGET_S = 360
 # How long to wait for the lab to be free of converges and tests before measuring anyway.
@@ -113,6 +114,7 @@ def run_unit(kind, name, args):
         if name == "lb-engines":
             print_engine_table(results)
         if name == "jvm-experiments":
+            print_jvm_threads(results)
             print_profile_top(outdir)
         return 0
     for r in results:

@@ -148,3 +148,46 @@ def rounds_figures(outdir, tags):
                                               ["masters_cpu_s_per_run"] for r in runs]
     figures["round_loadavg_1m"] = [[r["loadavg_before"][0], r["loadavg_after"][0]] for r in runs]
     return figures
+
+
+# The threads of puppetserver's JVM by what they do, from their names (15 characters in
+# /proc): HotSpot's JIT compilers, its garbage collector (G1's or Parallel's workers and the
+# VM thread that runs their pauses), Jetty's request threads, where Puppet's Ruby code
+# compiles catalogs, and the rest (JRuby pool start-up, logging, timers).
+JVM_THREAD_GROUPS = (
+    ("JIT compiler", ("C1 CompilerThre", "C2 CompilerThre")),
+    ("garbage collector", ("GC Thread", "G1 ", "VM Thread", "ParGC", "PSYoung", "PSPromot")),
+    ("request threads (Puppet's Ruby)", ("qtp",)),
+)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat_ticks(path):
+    """(name, user + system clock ticks) of a /proc/<pid>[/task/<tid>]/stat file."""
+    with open(path, encoding="ascii", errors="replace") as fh:
+        stat = fh.read()
+    end = stat.rindex(")")
+    fields = stat[end + 2:].split()
+    return stat[stat.index("(") + 1:end], int(fields[11]) + int(fields[12])
+
+
+def jvm_thread_seconds(unit_cgroup):
+    """CPU seconds so far of a puppetserver unit's JVM by JVM_THREAD_GROUPS; "exited threads"
+    is what the process counts beyond its live threads (HotSpot ends idle compiler threads).
+    The unit's processes are listed by their host PIDs in its cgroup."""
+    groups = {}
+    with open(os.path.join(unit_cgroup, "cgroup.procs"), encoding="ascii") as fh:
+        pids = [p.strip() for p in fh if p.strip()]
+    for pid in pids:
+        try:
+            _name, process_ticks = proc_stat_ticks(f"/proc/{pid}/stat")
+            live = 0
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                name, ticks = proc_stat_ticks(f"/proc/{pid}/task/{tid}/stat")
+                live += ticks
+                group = next((g for g, prefixes in JVM_THREAD_GROUPS if name.startswith(prefixes)), "other threads")
+                groups[group] = groups.get(group, 0) + ticks / CLK_TCK
+        except (OSError, ValueError):
+            continue  # a thread or process that ended while being read
+        groups["exited threads"] = groups.get("exited threads", 0) + max(0, process_ticks - live) / CLK_TCK
+    return groups

@@ -60,6 +60,22 @@ def print_cpu_table(results):
                   f"{r.get('compiler_cpu_vs_baseline', 0):.2f} | {r['catalogs_per_s']:.2f} | {r.get('settings', '')} |")
 
 
+def print_jvm_threads(results):
+    """jvm-experiments: puppet1's JVM CPU per agent run by thread group, each measured run."""
+    print("\npuppet1's puppetserver JVM, CPU seconds per agent run by thread group (measured runs; warm-up totals):")
+    print("| configuration | JIT compiler | garbage collector | request threads (Puppet's Ruby) | other | exited | "
+          "warm-up: JIT s | warm-up: request threads s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        for t in r.get("jvm_threads", []):
+            per, warm = t["run_s_per_run"], t["warmup_s"]
+            ruby = "request threads (Puppet's Ruby)"
+            print(f"| {r['label']} | {per.get('JIT compiler', 0):.3f} | {per.get('garbage collector', 0):.3f} | "
+                  f"{per.get(ruby, 0):.3f} | {per.get('other threads', 0):.3f} | "
+                  f"{per.get('exited threads', 0):.3f} | {warm.get('JIT compiler', 0):.1f} | "
+                  f"{warm.get(ruby, 0):.1f} |")
+
+
 def print_profile_top(outdir, top=12):
     """The costliest entries of puppetserver's profiler (jvm-experiments' "profiler" runs):
     per catalog phase, per function and per resource, by total milliseconds."""
