@@ -27,7 +27,8 @@ QUIET_WAIT_MEASURE_S = 120
 # Blocks and drills that stop services or pin CPUs: never started while a converge or a test
 # drives the lab (it could fail because of them), only measured "disturbed" ones may be.
 DRILLS = {**COMBO4_DRILLS, **LB_DRILLS}
-CHANGES_STATE = {("load", "lb-one"), ("load", "tuning"), ("load", "lb-engines"), ("load", "jvm-experiments")} | {("drill", name) for name in DRILLS}
+CHANGES_STATE = ({("load", "lb-one"), ("load", "tuning"), ("load", "lb-engines"), ("load", "jvm-experiments")}
+                 | {("drill", name) for name in DRILLS})
 # Where each block and drill runs. The legacy lab's masters have no puppetserver (no tuning,
 # no plain port); the first drills read nginx's LB log and stop the single LB of
 # combination 4; the sick-master drills run on any puppetserver lab with either engine,
