@@ -3,6 +3,8 @@
 Called by bench/run (through driver.py):
   load [--block NAME ...] [--lab combo2|combo4|combo5|legacy] [--environment production|bench]
        [--users N] [--duration S] [--warmup S] [--plot-only]
+  load --block jvm-experiments [--experiment NAME ...] [--environment bench]  one JRuby or JVM
+       setting at a time against the collection's settings on puppet1, CPU per agent run each
   load --block lb-engines --lab combo2|combo5  HAProxy against nginx without a fault, in the
        lab's mode (tls on combo2, tcp on combo5); converges the lab to switch engines
   drill master-down|ca-down|revoke-under-load|lb-restart [--users N] [--master puppet1|puppet2]
@@ -23,9 +25,10 @@ The modules, in the order a run uses them:
   certs.py        the load's client certificates, signed by the lab's CA
   env.py          the 30-module `bench` environment written on the masters
   locust_run.py   running Locust and summarizing its per-request log
+  cpu.py          CPU seconds per agent run from the containers' cgroups, read around every run
   blocks.py       the measurement blocks of `load`
   drills.py       the fault drills of `drill` on combination 4
   lb_drills.py    the drills of a sick master and of the LB pair, under either engine
   report.py       the table printed and the plots in docs/img
-  backend_probe.py, tuning_settings.sh: programs copied into a master and run there
+  backend_probe.py, tuning_settings.sh, jvm_experiment.sh: programs copied into a master and run there
 """

@@ -5,7 +5,8 @@ import json
 import os
 import time
 
-from .common import BACKEND_PROBE, FACTS, TUNING_SETTINGS, log
+from .common import BACKEND_PROBE, FACTS, JVM_EXPERIMENT, TUNING_SETTINGS, log
+from .cpu import container_cgroup, jvm_thread_seconds
 from .lab import container_cpu_seconds, docker, ip_of, lab_busy, set_cpuset
 from .locust_run import run_locust, summarize_rounds, warm_up
 
@@ -209,6 +210,137 @@ def block_tuning(lab, args, outdir, certnames):
             summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)]
 
 
+# Where jvm_experiment.sh is copied inside the master, and where it saves the files it changes.
+EXPERIMENT_IN_CONTAINER = "/tmp/bench-jvm-experiment.sh"
+EXPERIMENT_SAVE = "/root/bench-jvm-experiment-saved"
+# What jvm_experiment.sh changes, one setting against the collection's settings each
+# (the names are its `apply` argument).
+EXPERIMENTS = {
+    "baseline": "the collection's settings",
+    "compile-off": "JRuby compile-mode off (interpreter only)",
+    "compile-jit": "JRuby compile-mode jit",
+    "compile-force": "JRuby compile-mode force",
+    "indy": "-Djruby.compile.invokedynamic=true",
+    "parallel-gc": "-XX:+UseParallelGC instead of G1",
+    "heap-1g": "1 GB heap (-Xms1g -Xmx1g)",
+    "class-cache": "environment-class-cache-enabled: true",
+    "one-jruby": "max-active-instances: 1",
+    "profiler": "puppetserver's profiler on (its per-function and per-resource timings are saved)",
+}
+# puppetserver's status service with the profiler's figures, on the master's plain loopback
+# port (puppet_master_backend_port): no client certificate needed from inside the master.
+PROFILER_STATUS = "http://127.0.0.1:18140/status/v1/services/puppet-profiler?level=debug"
+DEFAULT_EXPERIMENTS = ("compile-off", "indy", "parallel-gc", "class-cache")
+
+
+def jvm_experiment(lab, host, action, name=""):
+    """jvm_experiment.sh inside the master: "apply" one experiment (saves the files first) or
+    "restore"; returns what it printed (the setting now in force)."""
+    lab.copy_to(host, JVM_EXPERIMENT, EXPERIMENT_IN_CONTAINER)
+    argv = ["sh", EXPERIMENT_IN_CONTAINER, action, EXPERIMENT_SAVE, *([name] if name else [])]
+    return lab.run_in(host, *argv).stdout.decode().strip()
+
+
+def jvm_threads(lab, host):
+    """CPU seconds so far of a master's puppetserver JVM by thread group (cpu.py)."""
+    root = container_cgroup(lab.container_id(host))
+    return jvm_thread_seconds(f"{root}/system.slice/puppetserver.service")
+
+
+def save_jvm_threads(outdir, tag, threads, catalogs):
+    """The JVM's CPU by thread group during the warm-up and during the measured run (per
+    agent run) into <tag>-threads.json: how much of it the JIT compilers and the garbage
+    collector take, and how that changes once the JVM is warmer."""
+    start, warm, end = threads
+
+    def spent(a, b):
+        return {g: round(b.get(g, 0) - a.get(g, 0), 2) for g in b}
+    record = {"warmup_s": spent(start, warm), "run_s": spent(warm, end),
+              "run_s_per_run": {g: round(v / max(1, catalogs), 3) for g, v in spent(warm, end).items()}}
+    with open(os.path.join(outdir, f"{tag}-threads.json"), "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def restore_experiment(lab, host):
+    """The collection's files back, if an experiment saved them (and only then: a failed
+    apply may have saved nothing)."""
+    if lab.run_in(host, "test", "-d", EXPERIMENT_SAVE, check=False).returncode == 0:
+        jvm_experiment(lab, host, "restore")
+
+
+def experiment_order(experiments, rounds):
+    """[(round, name)]: the baseline first and the experiments after it in odd rounds, the
+    reverse in even ones (A-B B-A), so that a drift over the run weighs on the baseline and the
+    experiments alike; a single round measures the baseline at both ends."""
+    order = []
+    for rnd in range(1, rounds + 1):
+        names = ["baseline", *experiments]
+        order += [(rnd, n) for n in (names if rnd % 2 else names[::-1])]
+    if rounds == 1:
+        order.append((1, "baseline"))
+    return order
+
+
+def block_jvm_experiments(lab, args, outdir, certnames):
+    """One setting at a time against the collection's settings on puppet1 (nginx front)
+    direct: each configuration gets a restarted puppetserver (the baseline too, so that each
+    starts from a cold JVM alike), --warmup seconds of agent runs and a measured run whose
+    CPU per agent run comes from the cgroups. The files are restored after each
+    configuration and, whatever happens, at the end."""
+    key, host = "puppet1", lab.masters["puppet1"]
+    entry = lab.entry_points()[key]
+    experiments = args.experiment or list(DEFAULT_EXPERIMENTS)
+    tags = {name: [] for name in ["baseline", *experiments]}
+    settings = {}
+    try:
+        for step, (rnd, name) in enumerate(experiment_order(experiments, args.rounds), start=1):
+            try:
+                settings[name] = jvm_experiment(lab, host, "apply", name)
+                log(f"round {rnd}/{args.rounds}: {name}: {settings[name]}")
+                lab.restart_puppetserver(key, certnames[0])
+                threads = [jvm_threads(lab, host)]
+                run_locust(lab, outdir, f"warmup-{name}-{step}", entry, args.users, args.warmup, certnames)
+                threads.append(jvm_threads(lab, host))
+                tag = f"m-{name}-{step}"
+                res = run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
+                threads.append(jvm_threads(lab, host))
+                save_jvm_threads(outdir, tag, threads, res["catalogs"])
+                tags[name].append(tag)
+                if name == "profiler":
+                    # What the profiler counted since the restart: the warm-up and the run.
+                    with open(os.path.join(outdir, f"{tag}-profile.json"), "wb") as fh:
+                        fh.write(lab.run_in(host, "curl", "-sf", PROFILER_STATUS).stdout)
+            finally:
+                restore_experiment(lab, host)
+    finally:
+        restore_experiment(lab, host)
+        log(f"{host}: the collection's settings again")
+        lab.restart_puppetserver(key, certnames[0])
+    results = []
+    for name, name_tags in tags.items():
+        res = summarize_rounds(outdir, f"puppet1 direct, {EXPERIMENTS[name]}", name_tags, 1)
+        res.update(experiment=name, settings=settings.get(name, ""),
+                   jvm_threads=[read_json(os.path.join(outdir, f"{t}-threads.json")) for t in name_tags])
+        results.append(res)
+    base = results[0]
+    for res in results:
+        # The experiment's CPU per agent run against the baseline's, and each of its
+        # measurements against each of the baseline's (measured at opposite ends of the run):
+        # a gain must show against both.
+        if res.get("stack_cpu_s_per_run") and base.get("stack_cpu_s_per_run"):
+            res["stack_cpu_vs_baseline"] = round(res["stack_cpu_s_per_run"] / base["stack_cpu_s_per_run"], 3)
+            res["compiler_cpu_vs_baseline"] = round(res["cpu_s_per_run_by_category"]["compiler"]
+                                                    / base["cpu_s_per_run_by_category"]["compiler"], 3)
+            res["round_stack_cpu_vs_baseline"] = [round(a / b, 3) for a in res["round_stack_cpu_s_per_run"]
+                                                  for b in base["round_stack_cpu_s_per_run"]]
+    return results
+
+
 # The engines of the LB comparison, in the order of its first round.
 LB_ENGINES = ("haproxy", "nginx")
 # Seconds of a load balancer's CPU without load before each measurement: HAProxy's checks
@@ -293,4 +425,4 @@ def block_lb_engines(lab, args, outdir, certnames):
 
 
 BLOCKS = {"tuning": block_tuning, "entry": block_entry, "lb-one": block_lb_one, "pinned": block_pinned,
-          "backend": block_backend, "lb-engines": block_lb_engines}
+          "backend": block_backend, "lb-engines": block_lb_engines, "jvm-experiments": block_jvm_experiments}

@@ -8,14 +8,15 @@ import subprocess
 import sys
 import time
 
-from .blocks import BLOCKS
+from .blocks import BLOCKS, EXPERIMENTS
 from .certs import certnames_for, ensure_certs
 from .common import DRIVER, LOCKFILE, RESULTS, log
 from .drills import DRILLS as COMBO4_DRILLS
 from .lb_drills import DRILLS as LB_DRILLS
 from .env import install_bench_env, remove_bench_env
 from .lab import LABS, SCENARIOS, Lab, LabInUse, lab_busy, scenario_spec, wait_quiet
-from .report import plot_all, print_drill_table, print_engine_table, print_table
+from .report import (plot_all, print_cpu_table, print_drill_table, print_engine_table, print_jvm_threads,
+                     print_profile_top, print_table)
 
 LOCK_BUDGET_S = 360
 # How long to wait for the lab to be free of converges and tests before measuring anyway.
@@ -26,7 +27,8 @@ QUIET_WAIT_MEASURE_S = 120
 # Blocks and drills that stop services or pin CPUs: never started while a converge or a test
 # drives the lab (it could fail because of them), only measured "disturbed" ones may be.
 DRILLS = {**COMBO4_DRILLS, **LB_DRILLS}
-CHANGES_STATE = {("load", "lb-one"), ("load", "tuning"), ("load", "lb-engines")} | {("drill", name) for name in DRILLS}
+CHANGES_STATE = ({("load", "lb-one"), ("load", "tuning"), ("load", "lb-engines"), ("load", "jvm-experiments")}
+                 | {("drill", name) for name in DRILLS})
 # Where each block and drill runs. The legacy lab's masters have no puppetserver (no tuning,
 # no plain port); the first drills read nginx's LB log and stop the single LB of
 # combination 4; the sick-master drills run on any puppetserver lab with either engine,
@@ -109,8 +111,12 @@ def run_unit(kind, name, args):
         log(f"WARNING: over the {LOCK_BUDGET_S}s lock budget; use a shorter --duration/--warmup")
     if kind == "load":
         print_table(results)
+        print_cpu_table(results)
         if name == "lb-engines":
             print_engine_table(results)
+        if name == "jvm-experiments":
+            print_jvm_threads(results)
+            print_profile_top(outdir)
         return 0
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k != "errors_by_kind"}, indent=1, default=str))
@@ -141,6 +147,9 @@ def build_parser():
                         help="the code compiled: the lab's own (2 resources) or the 300-resource bench environment")
         sp.add_argument("--catalogs-only", action="store_true",
                         help="tuning: catalog requests only, from inside the master (as the earlier hand measurements did)")
+        sp.add_argument("--experiment", action="append", choices=[e for e in EXPERIMENTS if e != "baseline"],
+                        help="jvm-experiments: the settings tried against the baseline, one at a time "
+                             "(default: compile-off, indy, parallel-gc, class-cache)")
         sp.add_argument("--users", type=int, default=8, help="simulated agents (default 8)")
         sp.add_argument("--duration", type=int, default=90 if name == "drill" else 30,
                         help="seconds per measurement (default 30 per round; a drill's load runs 90)")
@@ -162,7 +171,7 @@ def locked_argv(args):
     """The options a block or drill gets when it runs again under the lock."""
     return ["--lab", args.lab, "--environment", args.environment, *(["--catalogs-only"] if args.catalogs_only else []),
             "--users", str(args.users), "--duration", str(args.duration), "--warmup", str(args.warmup),
-            "--rounds", str(args.rounds),
+            "--rounds", str(args.rounds), *[f"--experiment={e}" for e in args.experiment or []],
             "--master", args.master, "--down-catalogs", str(args.down_catalogs),
             "--sick-seconds", str(args.sick_seconds)]
 

@@ -18,6 +18,7 @@ FACTS = os.path.join(HERE, "facts.json")
 # Programs copied into a master container and run there.
 BACKEND_PROBE = os.path.join(HERE, "backend_probe.py")
 TUNING_SETTINGS = os.path.join(HERE, "tuning_settings.sh")
+JVM_EXPERIMENT = os.path.join(HERE, "jvm_experiment.sh")
 
 SSLDIR = "/var/lib/puppet/ssl"
 PORT = 8140

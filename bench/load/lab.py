@@ -15,6 +15,7 @@ import time
 import yaml
 
 from .common import PORT, ROOT, log
+from .cpu import container_cgroup
 from .tls import https_request, port_closed
 
 # What every puppetserver lab shares (Debian's puppetserver 7 and 8 packages).
@@ -33,6 +34,10 @@ FRONT_UNITS = {"nginx": "nginx", "apache": "apache2", "none": "puppetserver"}
 # combination 4 (puppetserver 8 on Debian 13, one LB) and combination 5 (puppetserver 7
 # on Debian 12, an LB pair on a virtual IP, one certificate shared by the masters).
 SCENARIOS = ("combo2", "combo4", "combo5")
+# The units that compile catalogs (puppetserver's JVM, Passenger Standalone's Ruby
+# processes): the rest of a master's units are its front. apache2 on a legacy master runs
+# mod_passenger, whose Ruby processes live in apache2's cgroup: front and compiler at once.
+COMPILER_UNITS = ("puppetserver", "puppet-passenger")
 # The legacy scenario (Puppet 5.5 under Passenger on Debian 11) differs in every path and
 # unit: its row is written out.
 LEGACY_DOMAIN = "domain.com"
@@ -252,6 +257,7 @@ class Lab:
         self.guard = False
         # Locust runs started in the background by a drill: ended if the drill is aborted.
         self.background = []
+        self._container_ids = {}
 
     # ------------------------------------------------------------ names
 
@@ -320,8 +326,11 @@ class Lab:
         return docker("exec", host, *cmd, check=check)
 
     def copy_to(self, host, source, target):
-        """Copy a file of this host into a lab container (a program to run there)."""
-        docker("cp", source, f"{host}:{target}")
+        """Copy a file of this host into a lab container (a program to run there). Through
+        `docker exec`, not `docker cp`: the containers' /tmp is a tmpfs, and `docker cp` writes
+        below it, into the container's file system, where nothing inside sees the file."""
+        with open(source, "rb") as fh:
+            docker("exec", "-i", host, "sh", "-c", f"cat > {target}", input_bytes=fh.read())
 
     def wait_for(self, what, predicate, timeout, interval=0.5):
         """poll(), which gives up with LabInUse while the guard is on and someone drives the lab."""
@@ -397,6 +406,36 @@ class Lab:
         self.service(host, "puppetserver", "restart")
         addr = ip_of(host)
         self.wait_for(f"{host} ready through its front", lambda: self.status_ok(addr, self.tls_name(key), certname), 300)
+
+    # ------------------------------------------------------------ CPU accounting (cpu.py)
+
+    def cpu_components(self):
+        """[(name, category, cgroup dir, cgroup dirs to subtract)] of every lab container but
+        the agent's: each LB and the CA whole, each master as its units (front, compiler)
+        and the rest of its container."""
+        comps = []
+        for lb in self.lbs:
+            comps.append((f"{lb.split('.')[0]} (container)", "lb", container_cgroup(self.container_id(lb)), ()))
+        for key, host in self.masters.items():
+            root = container_cgroup(self.container_id(host))
+            units = [f"{root}/system.slice/{unit}.service" for unit in self.master_units[key]]
+            for unit, path in zip(self.master_units[key], units):
+                if unit in COMPILER_UNITS:
+                    category = "compiler"
+                elif self.name == "legacy" and unit == "apache2":
+                    category = "front+compiler"
+                else:
+                    category = "front"
+                comps.append((f"{key} {unit}", category, path, ()))
+            comps.append((f"{key} other", "master other", root, tuple(units)))
+        comps.append((f"{self.ca.split('.')[0]} (container)", "ca", container_cgroup(self.container_id(self.ca)), ()))
+        return comps
+
+    def container_id(self, host):
+        """The full id of a container (its cgroup's name), asked once per Lab."""
+        if host not in self._container_ids:
+            self._container_ids[host] = docker("inspect", "-f", "{{.Id}}", host).stdout.decode().strip()
+        return self._container_ids[host]
 
     # ------------------------------------------------------------ state a block may change
 

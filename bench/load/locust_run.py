@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from . import cpu
 from .common import CERTDIR, FACTS, LOCUSTFILE, PORT, log
 from .lab import lab_busy
 
@@ -24,15 +25,22 @@ def run_locust(lab, outdir, tag, entry, users, duration, certnames, reqlog=True,
            "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "60",
            "--loglevel", "WARNING", "--csv", os.path.join(outdir, tag), "--exit-code-on-error", "0"]
     logf = open(os.path.join(outdir, f"{tag}-locust.log"), "w", encoding="utf-8")
-    proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=outdir)
     if background:
+        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=outdir)
         lab.background.append(proc)
         return proc
+    # The CPU counters right before Locust starts and right after it ends (cpu.py): its
+    # start and stop add a second or two of the stack's idle CPU, nothing of its load.
+    components = lab.cpu_components()
+    loadavg, cpu_before = os.getloadavg(), cpu.snapshot(components)
+    proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=outdir)
     before, busy = lab.service_stamps(), lab_busy()
     rc = proc.wait()
+    cpu_after = cpu.snapshot(components)
     if rc != 0:
         raise RuntimeError(f"locust {tag} exited {rc}; see {logf.name}")
     res = summarize(outdir, tag)
+    cpu.write_run(outdir, tag, components, cpu_before, cpu_after, loadavg, res["catalogs"])
     res["disturbed"] = lab.disturbances(before, busy)
     with open(os.path.join(outdir, f"{tag}-disturbed.json"), "w", encoding="utf-8") as fh:
         json.dump(res["disturbed"], fh)
@@ -129,4 +137,5 @@ def summarize_rounds(outdir, label, tags, masters):
         "errors_by_kind": errors_by_kind,
         "compiled_on": compiled,
         "disturbed": sorted({d for r in per_round for d in r.get("disturbed", [])}),
+        **cpu.rounds_figures(outdir, tags),
     }

@@ -4,6 +4,7 @@ import json
 import os
 
 from .common import IMGDIR, RESULTS, log
+from .cpu import CATEGORIES, GENERATOR
 from .lab import Lab
 from .lb_drills import failure_figures, sick_verdict
 from .locust_run import read_reqlog
@@ -21,6 +22,76 @@ def print_table(results):
         print(f"| {r['label']} | {r.get('users', '')} | {r['catalogs']} | {r['catalogs_per_s']:.1f} | {rounds} | "
               f"{r['catalog_p50_ms']:.0f} | {r['catalog_p95_ms']:.0f} | {r['errors']} | "
               f"{per_master_agents(r):,.0f} | {', '.join(r.get('disturbed', [])) or 'no'} |")
+
+
+def thousands(value):
+    return "-" if value is None else f"{value:,}"
+
+
+def print_cpu_table(results):
+    """CPU seconds per successful agent run from the cgroups (cpu.py), by component group,
+    and the agents a core serves at a 30-minute interval; rows without CPU figures are left out."""
+    rows = [r for r in results if r.get("cpu_s_per_run_by_category")]
+    if not rows:
+        return
+    cats = [c for c in CATEGORIES if any(c in r["cpu_s_per_run_by_category"] for r in rows)]
+    print()
+    print("CPU seconds per successful agent run (cgroup accounting; the load generator is not in the stack):")
+    print("| configuration | " + " | ".join(cats) + " | stack | per round | masters | agents per core at 30 min "
+          "(stack / masters) | load generator | load avg 1 min | incomplete |")
+    print("|---|" + "---|" * (len(cats) + 7))
+    compare = any("stack_cpu_vs_baseline" in r for r in rows)
+    for r in rows:
+        by_cat = r["cpu_s_per_run_by_category"]
+        cells = " | ".join(f"{by_cat[c]:.3f}" if c in by_cat else "-" for c in cats)
+        rounds = " / ".join(f"{v:.3f}" for v in r.get("round_stack_cpu_s_per_run", []))
+        load = " / ".join(f"{a:.1f}-{b:.1f}" for a, b in r.get("round_loadavg_1m", []))
+        print(f"| {r['label']} | {cells} | {r['stack_cpu_s_per_run']:.3f} | {rounds} | {r['masters_cpu_s_per_run']:.3f} | "
+              f"{thousands(r['agents_per_core_30min'])} / {thousands(r['agents_per_master_core_30min'])} | "
+              f"{r['cpu_s_per_run'].get(GENERATOR, 0):.3f} | {load} | {', '.join(r.get('incomplete', [])) or 'no'} |")
+    if compare:
+        # jvm-experiments: each configuration's CPU per run against the baseline's.
+        print("\n| configuration | stack CPU vs baseline | each run vs each baseline run | compiler CPU vs baseline | "
+              "catalogs/s | settings |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            rounds = " / ".join(f"{v:.2f}" for v in r.get("round_stack_cpu_vs_baseline", []))
+            print(f"| {r['label']} | {r.get('stack_cpu_vs_baseline', 0):.2f} | {rounds} | "
+                  f"{r.get('compiler_cpu_vs_baseline', 0):.2f} | {r['catalogs_per_s']:.2f} | {r.get('settings', '')} |")
+
+
+def print_jvm_threads(results):
+    """jvm-experiments: puppet1's JVM CPU per agent run by thread group, each measured run."""
+    print("\npuppet1's puppetserver JVM, CPU seconds per agent run by thread group (measured runs; warm-up totals):")
+    print("| configuration | JIT compiler | garbage collector | request threads (Puppet's Ruby) | other | exited | "
+          "warm-up: JIT s | warm-up: request threads s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        for t in r.get("jvm_threads", []):
+            per, warm = t["run_s_per_run"], t["warmup_s"]
+            ruby = "request threads (Puppet's Ruby)"
+            print(f"| {r['label']} | {per.get('JIT compiler', 0):.3f} | {per.get('garbage collector', 0):.3f} | "
+                  f"{per.get(ruby, 0):.3f} | {per.get('other threads', 0):.3f} | "
+                  f"{per.get('exited threads', 0):.3f} | {warm.get('JIT compiler', 0):.1f} | "
+                  f"{warm.get(ruby, 0):.1f} |")
+
+
+def print_profile_top(outdir, top=12):
+    """The costliest entries of puppetserver's profiler (jvm-experiments' "profiler" runs):
+    per catalog phase, per function and per resource, by total milliseconds."""
+    for name in sorted(os.listdir(outdir)):
+        if not name.endswith("-profile.json"):
+            continue
+        with open(os.path.join(outdir, name), encoding="utf-8") as fh:
+            metrics = json.load(fh)["status"]["experimental"]
+        print(f"\npuppetserver's profiler ({name}; since its restart: warm-up and measured run):")
+        for section, key in (("catalog-metrics", "metric"), ("function-metrics", "function"),
+                             ("resource-metrics", "resource")):
+            rows = sorted(metrics.get(section, []), key=lambda m: -m.get("aggregate", 0))[:top]
+            print(f"| {section} | count | mean ms | total ms |")
+            print("|---|---|---|---|")
+            for m in rows:
+                print(f"| {m.get(key)} | {m.get('count')} | {m.get('mean')} | {m.get('aggregate')} |")
 
 
 def print_engine_table(results):
