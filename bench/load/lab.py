@@ -415,7 +415,7 @@ class Lab:
         and the rest of its container."""
         comps = []
         for lb in self.lbs:
-            comps.append((f"{lb.split('.')[0]} (container)", "lb", container_cgroup(self.container_id(lb)), ()))
+            comps.append((f"{lb.split('.', maxsplit=1)[0]} (container)", "lb", container_cgroup(self.container_id(lb)), ()))
         for key, host in self.masters.items():
             root = container_cgroup(self.container_id(host))
             units = [f"{root}/system.slice/{unit}.service" for unit in self.master_units[key]]
