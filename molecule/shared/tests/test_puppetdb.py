@@ -15,9 +15,12 @@ import urllib.parse
 import pytest
 
 from conftest import SSLDIR
+from test_restore import PASSPHRASE
 from test_rollout import AgentTraffic, main_pid, offer_newer_package
 
 EXPORT_DIR = "/var/tmp/puppet-cluster-exported"
+# The backup's passphrase, as test_restore.py gives it.
+SECRET = ("-e", json.dumps({"puppet_ca_backup_passphrase": PASSPHRASE}))
 
 
 @pytest.fixture
@@ -271,9 +274,7 @@ def test_a_backup_without_gpg_on_the_database_host_stops_before_saving(cluster, 
     assert host.run("mv /usr/bin/gpg /usr/bin/gpg.lab-hidden").rc == 0
     backups = tmp_path / "backups"
     try:
-        play = cluster.run_playbook("playbooks/backup.yml", args=(
-            "-e", json.dumps({"puppet_ca_backup_passphrase": "the lab backup passphrase, not a secret"}),
-            "-e", f"puppet_ca_backup_dir={backups}"))
+        play = cluster.run_playbook("playbooks/backup.yml", args=(*SECRET, "-e", f"puppet_ca_backup_dir={backups}"))
     finally:
         assert host.run("mv /usr/bin/gpg.lab-hidden /usr/bin/gpg").rc == 0
     output = play.stdout + play.stderr
@@ -303,12 +304,10 @@ def test_the_database_comes_back_from_the_backup(cluster, puppetdbs, tmp_path):
 
 def database_comes_back(cluster, puppetdbs, tmp_path):
     database_host = puppetdbs[0]
-    passphrase = "the lab backup passphrase, not a secret"
-    secret = ("-e", json.dumps({"puppet_ca_backup_passphrase": passphrase}))
     backups = tmp_path / "backups"
-    play = cluster.run_playbook("playbooks/backup.yml", args=(*secret, "-e", f"puppet_ca_backup_dir={backups}"))
+    play = cluster.run_playbook("playbooks/backup.yml", args=(*SECRET, "-e", f"puppet_ca_backup_dir={backups}"))
     assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
-    assert passphrase not in play.stdout + play.stderr
+    assert PASSPHRASE not in play.stdout + play.stderr
     archive, = backups.glob("*.tar.gz.gpg")
     manifest = (archive.parent / f"{archive.name}.manifest").read_text()
     assert f"puppetdb_database: puppetdb on {database_host}\n" in manifest, manifest
@@ -320,7 +319,7 @@ def database_comes_back(cluster, puppetdbs, tmp_path):
 
     restore_args = ("-e", f"puppet_ca_restore_archive={archive}")
     # --check: the checks, and what would be replaced; PuppetDB keeps running.
-    check = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=("--check", *restore_args, *secret))
+    check = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=("--check", *restore_args, *SECRET))
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
     assert f"is replaced by puppetdb on {database_host}" in check.stdout, check.stdout[-3000:]
     wrong = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=(
@@ -336,9 +335,9 @@ def database_comes_back(cluster, puppetdbs, tmp_path):
     dropped = cluster.host(database_host).run("runuser -u postgres -- dropdb puppetdb")
     assert dropped.rc == 0, dropped.stderr
 
-    restore = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=(*restore_args, *secret))
+    restore = cluster.run_playbook("playbooks/restore_puppetdb.yml", args=(*restore_args, *SECRET))
     assert restore.returncode == 0, restore.stdout[-6000:] + restore.stderr[-2000:]
-    assert passphrase not in restore.stdout + restore.stderr
+    assert PASSPHRASE not in restore.stdout + restore.stderr
     restored = re.search(r"PuppetDB's database restored from \S+: (\d+) nodes", restore.stdout)
     assert restored and int(restored.group(1)) >= len(cluster.agents), restore.stdout[-3000:]
     assert not cluster.host(database_host).run("ls -d /tmp/puppet-puppetdb-restore-* 2>/dev/null").stdout
