@@ -142,10 +142,9 @@ def rounds_figures(outdir, tags):
             total[k] = None if v is None or total.get(k, 0) is None else total.get(k, 0) + v
     figures = per_run_figures(total, categories, sum(r["catalogs"] for r in runs))
     figures["cpu_s"] = {k: (round(v, 2) if v is not None else None) for k, v in total.items()}
-    figures["round_stack_cpu_s_per_run"] = [per_run_figures(r["cpu_s"], r["categories"], r["catalogs"])
-                                            ["stack_cpu_s_per_run"] for r in runs]
-    figures["round_masters_cpu_s_per_run"] = [per_run_figures(r["cpu_s"], r["categories"], r["catalogs"])
-                                              ["masters_cpu_s_per_run"] for r in runs]
+    per_round = [per_run_figures(r["cpu_s"], r["categories"], r["catalogs"]) for r in runs]
+    figures["round_stack_cpu_s_per_run"] = [f["stack_cpu_s_per_run"] for f in per_round]
+    figures["round_masters_cpu_s_per_run"] = [f["masters_cpu_s_per_run"] for f in per_round]
     figures["round_loadavg_1m"] = [[r["loadavg_before"][0], r["loadavg_after"][0]] for r in runs]
     return figures
 
