@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from .common import BACKEND_PROBE, FACTS, JVM_EXPERIMENT, TUNING_SETTINGS, log
+from .common import BACKEND_PROBE, FACTS, JVM_EXPERIMENT, TUNING_SETTINGS, log, read_json
 from .cpu import container_cgroup, jvm_thread_seconds
 from .lab import container_cpu_seconds, docker, ip_of, lab_busy, set_cpuset
 from .locust_run import run_locust, summarize_rounds, warm_up
@@ -259,11 +259,6 @@ def save_jvm_threads(outdir, tag, threads, catalogs):
               "run_s_per_run": {g: round(v / max(1, catalogs), 3) for g, v in spent(warm, end).items()}}
     with open(os.path.join(outdir, f"{tag}-threads.json"), "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=1)
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def restore_experiment(lab, host):

@@ -1,6 +1,7 @@
 """Paths and constants every module of the driver uses, and its log line."""
 
 import datetime as dt
+import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,3 +27,9 @@ PORT = 8140
 
 def log(msg):
     print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", flush=True)
+
+
+def read_json(path):
+    """A JSON file the bench wrote (a summary, a run's figures)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

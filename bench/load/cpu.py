@@ -19,6 +19,8 @@ import json
 import os
 import resource
 
+from .common import read_json
+
 # Container cgroup directories, first found wins: {cid} is the full container id.
 CGROUP_ROOTS = (
     "/sys/fs/cgroup/unified/docker/{cid}",  # cgroup v1 hybrid, Docker's cgroupfs driver
@@ -99,10 +101,7 @@ def write_run(outdir, tag, components, before, after, loadavg_before, catalogs):
 
 def read_run(outdir, tag):
     path = os.path.join(outdir, f"{tag}-cpu.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json(path) if os.path.exists(path) else None
 
 
 def per_run_figures(cpu_s, categories, catalogs):

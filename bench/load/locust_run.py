@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from . import cpu
-from .common import CERTDIR, FACTS, LOCUSTFILE, PORT, log
+from .common import CERTDIR, FACTS, LOCUSTFILE, PORT, log, read_json
 from .lab import lab_busy
 
 
@@ -110,10 +110,7 @@ def summarize(outdir, tag):
 
 def read_disturbed(outdir, tag):
     path = os.path.join(outdir, f"{tag}-disturbed.json")
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json(path) if os.path.exists(path) else []
 
 
 def summarize_rounds(outdir, label, tags, masters):

@@ -1,9 +1,8 @@
 """What a run shows: the table printed after a load block, and the plots in docs/img."""
 
-import json
 import os
 
-from .common import IMGDIR, RESULTS, log
+from .common import IMGDIR, RESULTS, log, read_json
 from .cpu import CATEGORIES, GENERATOR
 from .lab import Lab
 from .lb_drills import failure_figures, sick_verdict
@@ -82,8 +81,7 @@ def print_profile_top(outdir, top=12):
     for name in sorted(os.listdir(outdir)):
         if not name.endswith("-profile.json"):
             continue
-        with open(os.path.join(outdir, name), encoding="utf-8") as fh:
-            metrics = json.load(fh)["status"]["experimental"]
+        metrics = read_json(os.path.join(outdir, name))["status"]["experimental"]
         print(f"\npuppetserver's profiler ({name}; since its restart: warm-up and measured run):")
         for section, key in (("catalog-metrics", "metric"), ("function-metrics", "function"),
                              ("resource-metrics", "resource")):
@@ -156,8 +154,7 @@ def drill_results(lab, drills):
         res = dict(meta["results"][0], result_dir=d)
         events = res.get("events", {})
         if "well" in events:
-            with open(os.path.join(RESULTS, d, "agent-runs.json"), encoding="utf-8") as fh:
-                runs = json.load(fh)
+            runs = read_json(os.path.join(RESULTS, d, "agent-runs.json"))
             res.update(failure_figures(read_reqlog(os.path.join(RESULTS, d, "drill-requests.csv")), runs, events))
             res["pass"] = sick_verdict(res)
             if "back_in_rotation_after_ready_s" not in res and res.get("back_in_rotation_after_s") is not None:
@@ -197,8 +194,7 @@ def print_drill_table(lab, drills):
 
 
 def read_summary(result_dir):
-    with open(os.path.join(result_dir, "summary.json"), encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json(os.path.join(result_dir, "summary.json"))
 
 
 def latest(block, lab="combo4", environment="production"):
