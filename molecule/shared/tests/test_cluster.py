@@ -18,6 +18,17 @@ PROOF = "/var/tmp/puppet-cluster-proof"
 SSLDIR = "/var/lib/puppet/ssl"
 
 
+def assert_masters_serve_revision(cluster, masters, revision):
+    """An agent run compiled by each of these masters writes the code revision given: the
+    code every master serves after a deployment (not left by an earlier run)."""
+    agent = cluster.agents[0]
+    for master in masters:
+        assert cluster.host(agent).run(f"rm -f {PROOF}").rc == 0
+        cluster.run_through(agent, master)
+        content = cluster.host(agent).file(PROOF).content_string
+        assert content == f"code revision {revision}\n", (master, content)
+
+
 def catalog_url(entry, node):
     return f"https://{entry.name}:8140/puppet/v3/catalog/{node}?environment=production"
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from test_cluster import PROOF
+from test_cluster import assert_masters_serve_revision
 
 
 def agent_settings(cluster):
@@ -67,13 +67,7 @@ def test_scale_out_adds_a_master_behind_the_load_balancer(cluster, tmp_path):
             break
     assert spare in seen, f"no agent run reached {spare} through the load balancer: {seen}"
     if code:
-        agent = cluster.agents[0]
-        for master in [*cluster.masters, spare]:
-            # Written by this run, not left by an earlier one.
-            assert cluster.host(agent).run(f"rm -f {PROOF}").rc == 0
-            cluster.run_through(agent, master)
-            content = cluster.host(agent).file(PROOF).content_string
-            assert content == "code revision 2\n", (master, content)
+        assert_masters_serve_revision(cluster, [*cluster.masters, spare], 2)
 
 
 def test_scale_in_takes_a_master_out_cleanly(cluster):
