@@ -1,6 +1,7 @@
 """The measurement blocks of `bench/run load`: each gets the Lab, the parsed options, its
 result directory and the client certificates, and returns its result rows."""
 
+import hashlib
 import json
 import os
 import time
@@ -165,6 +166,27 @@ def merged_inside_runs(label, runs):
             "disturbed": sorted({d for r in runs for d in r["disturbed"]})}
 
 
+# The catalog a master compiles for one bench node, asked on its plain loopback port as the
+# front would ask it (root passes the backend guard); the node's facts are those its last
+# agent run uploaded.
+CATALOG_URL = "http://127.0.0.1:18140/puppet/v3/catalog/{certname}?environment={environment}"
+
+
+def catalog_digest(lab, host, certname):
+    """sha256 of what the master's catalog for certname says (resources with their
+    parameters, edges, classes), without what changes on every compile (version, ids): the
+    same digest under two settings is the same catalog."""
+    url = CATALOG_URL.format(certname=certname, environment=lab.environment)
+    out = lab.run_in(host, "curl", "-sf", "-H", "X-Client-Verify: SUCCESS", "-H", f"X-Client-DN: CN={certname}", url).stdout
+    catalog = json.loads(out)
+    content = {"resources": sorted(catalog["resources"], key=lambda r: (r["type"], r["title"])),
+               "edges": sorted(catalog["edges"], key=lambda e: (e["source"], e["target"])),
+               "classes": sorted(catalog.get("classes", []))}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    log(f"{host}: catalog of {certname}: {len(content['resources'])} resources, sha256 {digest[:16]}")
+    return digest
+
+
 def block_tuning(lab, args, outdir, certnames):
     """The collection's master settings vs Debian's stock puppetserver, on puppet1 (nginx
     front) direct: tuned, stock, tuned again (each after its own warm-up), so that drift in
@@ -172,6 +194,7 @@ def block_tuning(lab, args, outdir, certnames):
     key, host = "puppet1", lab.masters["puppet1"]
     entry = lab.entry_points()[key]
     tags = {"tuned": [], "stock": []}
+    digests = {"tuned": [], "stock": []}
     try:
         for rnd, mode in enumerate(("tuned", "stock", "tuned"), start=1):
             if mode == "stock":
@@ -193,6 +216,7 @@ def block_tuning(lab, args, outdir, certnames):
             run_locust(lab, outdir, f"warmup-{mode}-r{rnd}", entry, args.users, args.warmup, certnames)
             run_locust(lab, outdir, tag, entry, args.users, args.duration, certnames)
             tags[mode].append(tag)
+            digests[mode].append(catalog_digest(lab, host, certnames[0]))
     finally:
         if lab.run_in(host, "test", "-d", TUNING_SAVE, check=False).returncode == 0:
             log(f"{host}: restoring the collection's settings")
@@ -205,9 +229,12 @@ def block_tuning(lab, args, outdir, certnames):
         return [merged_inside_runs("inside puppet1, catalogs only, the collection's settings (two rounds)", tags["tuned"])
                 | {"settings": settings},
                 merged_inside_runs("inside puppet1, catalogs only, Debian's stock settings", tags["stock"])]
+    # Correctness beside the cost: every round's catalog the same as the first's.
+    same = len(set(digests["tuned"] + digests["stock"])) == 1
     return [summarize_rounds(outdir, "puppet1 direct, the collection's settings (two rounds)", tags["tuned"], 1)
-            | {"settings": settings},
-            summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)]
+            | {"settings": settings, "catalog_sha256": digests["tuned"], "catalog_same_as_stock": same},
+            summarize_rounds(outdir, "puppet1 direct, Debian's stock puppetserver settings", tags["stock"], 1)
+            | {"catalog_sha256": digests["stock"]}]
 
 
 # Where jvm_experiment.sh is copied inside the master, and where it saves the files it changes.
@@ -291,6 +318,7 @@ def block_jvm_experiments(lab, args, outdir, certnames):
     entry = lab.entry_points()[key]
     experiments = args.experiment or list(DEFAULT_EXPERIMENTS)
     tags = {name: [] for name in ["baseline", *experiments]}
+    digests = {name: [] for name in tags}
     settings = {}
     try:
         for step, (rnd, name) in enumerate(experiment_order(experiments, args.rounds), start=1):
@@ -306,6 +334,7 @@ def block_jvm_experiments(lab, args, outdir, certnames):
                 threads.append(jvm_threads(lab, host))
                 save_jvm_threads(outdir, tag, threads, res["catalogs"])
                 tags[name].append(tag)
+                digests[name].append(catalog_digest(lab, host, certnames[0]))
                 if name == "profiler":
                     # What the profiler counted since the restart: the warm-up and the run.
                     with open(os.path.join(outdir, f"{tag}-profile.json"), "wb") as fh:
@@ -319,7 +348,8 @@ def block_jvm_experiments(lab, args, outdir, certnames):
     results = []
     for name, name_tags in tags.items():
         res = summarize_rounds(outdir, f"puppet1 direct, {EXPERIMENTS[name]}", name_tags, 1)
-        res.update(experiment=name, settings=settings.get(name, ""),
+        res.update(experiment=name, settings=settings.get(name, ""), catalog_sha256=digests[name],
+                   catalog_same_as_baseline=set(digests[name]) == set(digests["baseline"]),
                    jvm_threads=[read_json(os.path.join(outdir, f"{t}-threads.json")) for t in name_tags])
         results.append(res)
     base = results[0]

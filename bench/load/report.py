@@ -51,12 +51,17 @@ def print_cpu_table(results):
     if compare:
         # jvm-experiments: each configuration's CPU per run against the baseline's.
         print("\n| configuration | stack CPU vs baseline | each run vs each baseline run | compiler CPU vs baseline | "
-              "catalogs/s | settings |")
-        print("|---|---|---|---|---|---|")
+              "catalogs/s | same catalog as the baseline | settings |")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
             rounds = " / ".join(f"{v:.2f}" for v in r.get("round_stack_cpu_vs_baseline", []))
+            same = {True: "yes", False: "**no**"}.get(r.get("catalog_same_as_baseline"), "-")
             print(f"| {r['label']} | {r.get('stack_cpu_vs_baseline', 0):.2f} | {rounds} | "
-                  f"{r.get('compiler_cpu_vs_baseline', 0):.2f} | {r['catalogs_per_s']:.2f} | {r.get('settings', '')} |")
+                  f"{r.get('compiler_cpu_vs_baseline', 0):.2f} | {r['catalogs_per_s']:.2f} | {same} | {r.get('settings', '')} |")
+    for r in rows:
+        if "catalog_same_as_stock" in r:
+            print(f"\nThe catalog of the first bench node, every round: "
+                  f"{'the same' if r['catalog_same_as_stock'] else '**not the same**'} under both settings.")
 
 
 def print_jvm_threads(results):

@@ -276,6 +276,33 @@ def test_lb_running_converges_only_when_no_lb_serves_the_engine(tmp_path):
     assert pair.converged == [{"lb1": "haproxy", "lb2": "nginx"}]
 
 
+
+class CatalogLab:
+    """A lab whose master answers the catalog given (as JSON) to the catalog request."""
+    environment = "bench"
+
+    def __init__(self, catalog):
+        self.catalog = catalog
+        self.asked = []
+
+    def run_in(self, host, *cmd, check=True):
+        self.asked.append((host, cmd))
+        return type("Result", (), {"stdout": json.dumps(self.catalog).encode()})()
+
+
+def test_catalog_digest_ignores_what_every_compile_changes():
+    resource = {"type": "File", "title": "/etc/motd", "parameters": {"content": "a"}}
+    first = {"version": 1, "catalog_uuid": "u1", "code_id": None, "classes": ["main"],
+             "resources": [resource, {"type": "Class", "title": "Main"}], "edges": [{"source": "Class[Main]", "target": "File[/etc/motd]"}]}
+    again = dict(first, version=2, catalog_uuid="u2", resources=list(reversed(first["resources"])))
+    changed = dict(first, resources=[dict(resource, parameters={"content": "b"}), {"type": "Class", "title": "Main"}])
+    digests = [blocks.catalog_digest(CatalogLab(c), "puppet1", "load-001.domain.com") for c in (first, again, changed)]
+    assert digests[0] == digests[1]
+    assert digests[0] != digests[2]
+    lab = CatalogLab(first)
+    blocks.catalog_digest(lab, "puppet1", "load-001.domain.com")
+    assert "http://127.0.0.1:18140/puppet/v3/catalog/load-001.domain.com?environment=bench" in lab.asked[0][1]
+
 def test_print_engine_table(capsys):
     row = {"lb_mode": "tls", "catalogs_per_s": 4.0, "catalog_p95_ms": 900.0, "lb_cpu_ms_per_run": 8.0, "errors": 0}
     report.print_engine_table([dict(row, engine="haproxy", round_catalogs_per_s=[3.9, 4.1]),

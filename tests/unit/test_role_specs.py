@@ -159,9 +159,11 @@ SETTINGS_ROLES = {"puppet_cluster"}
 # What every inventory gives (docs/architecture.md, "Inventory contract"), documented by puppet_cluster's
 # validate entry point.
 INVENTORY_INPUTS = {"puppet_cluster_combination", "puppet_cluster_server_name", "puppet_cluster_ca_server"}
-# The parameters of puppet_cluster's jvm_args entry point, which the CA and master roles
-# import with their own values in vars: inputs of a task, no role default.
-TASK_PARAMETERS = {"puppet_cluster_jvm_heap", "puppet_cluster_jvm_extra_args", "puppet_cluster_jvm_restart_handler"}
+# The parameters of puppet_cluster's jvm_args and service_start_wait entry points, which the
+# CA, master and PuppetDB roles import with their own values in vars: inputs of a task, no
+# role default.
+TASK_PARAMETERS = {"puppet_cluster_jvm_heap", "puppet_cluster_jvm_extra_args", "puppet_cluster_jvm_restart_handler",
+                   "puppet_cluster_start_wait_service", "puppet_cluster_start_wait_handler"}
 
 
 @pytest.mark.parametrize("role", ROLES)

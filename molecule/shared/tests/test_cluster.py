@@ -6,6 +6,7 @@ particular to one combination are in test_combinations.py, scale-out and scale-i
 """
 
 import re
+import shlex
 import urllib.parse
 
 import pytest
@@ -252,6 +253,54 @@ def test_private_keys_are_readable_by_their_service_only(cluster):
             # 0640 or tighter, as the README promises: no group write, nothing for others.
             assert int(mode, 8) & 0o037 == 0, f"{node}: {path} is mode {mode}"
             assert owner in ("root", "puppet"), f"{node}: {path} is owned by {owner}"
+
+
+def start_wait_command(host, service):
+    """The shell script systemd runs after starting the service (ExecStartPost): the
+    unit's own line unless a drop-in resets it, as `systemctl cat` lists them in order."""
+    listing = host.run(f"systemctl cat {service}.service")
+    assert listing.rc == 0, listing.stderr
+    commands = []
+    for line in listing.stdout.splitlines():
+        if line.startswith("ExecStartPost="):
+            value = line.split("=", 1)[1]
+            commands = [value] if value else []
+    assert len(commands) == 1, commands
+    argv = shlex.split(commands[0])
+    assert argv[:2] == ["sh", "-c"] and len(argv) == 3, argv
+    return argv[2]
+
+
+def test_a_start_wait_survives_the_moment_before_the_service_drops_root(cluster):
+    """Debian's puppetserver and puppetdb units wait after the start until the service
+    writes 1 to its restart file, asking whether the JVM still runs as the service's
+    user. Until systemd's child has dropped root to exec java, `kill -0` there says
+    "Operation not permitted" and the start failed (a master under load, in the lab).
+    The wait is run here as systemd runs it, with a root process (PID 1) as the main
+    process: it must wait until the restart file says 1, and end at once, failed, when
+    the main process is gone."""
+    services = [(host, "puppetserver") for host in dict.fromkeys([cluster.ca, *cluster.masters])]
+    services += [(host, "puppetdb") for host in cluster.groups.get("puppet_puppetdb", [])]
+    checked = 0
+    for name, service in services:
+        host = cluster.host(name)
+        if host.run(f"systemctl cat {service}.service").rc != 0:
+            continue  # Puppet 5 under Passenger: no puppetserver unit
+        script = start_wait_command(host, service)
+        user = "puppet" if service == "puppetserver" else "puppetdb"
+        wait = f"runuser -u {user} -- env RUNTIME_DIRECTORY=/run/start-wait-test MAINPID=PID sh -c {shlex.quote(script)}"
+        assert host.run(f"rm -rf /run/start-wait-test && install -d -o {user} /run/start-wait-test && "
+                        "printf 0 > /run/start-wait-test/restart").rc == 0
+        # The service reports itself up two seconds later, as a started JVM would.
+        started = host.run("{ sleep 2; printf 1 > /run/start-wait-test/restart; } >/dev/null 2>&1 & "
+                           f"timeout 60 {wait.replace('MAINPID=PID', 'MAINPID=1')}")
+        assert started.rc == 0, (name, service, started.rc, started.stderr)
+        assert host.run("printf 0 > /run/start-wait-test/restart").rc == 0
+        gone = host.run(f"sh -c 'exit 0' & pid=$!; wait $pid; timeout 10 {wait.replace('MAINPID=PID', 'MAINPID=$pid')}")
+        host.run("rm -rf /run/start-wait-test")
+        assert gone.rc == 1, (name, service, gone.rc, gone.stderr)
+        checked += 1
+    assert checked, "no puppetserver or puppetdb unit in this scenario"
 
 
 def test_agent_runs_succeed_with_one_master_down(cluster):
