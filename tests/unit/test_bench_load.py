@@ -276,7 +276,6 @@ def test_lb_running_converges_only_when_no_lb_serves_the_engine(tmp_path):
     assert pair.converged == [{"lb1": "haproxy", "lb2": "nginx"}]
 
 
-
 class CatalogLab:
     """A lab whose master answers the catalog given (as JSON) to the catalog request."""
     environment = "bench"
@@ -302,6 +301,7 @@ def test_catalog_digest_ignores_what_every_compile_changes():
     lab = CatalogLab(first)
     blocks.catalog_digest(lab, "puppet1", "load-001.domain.com")
     assert "http://127.0.0.1:18140/puppet/v3/catalog/load-001.domain.com?environment=bench" in lab.asked[0][1]
+
 
 def test_print_engine_table(capsys):
     row = {"lb_mode": "tls", "catalogs_per_s": 4.0, "catalog_p95_ms": 900.0, "lb_cpu_ms_per_run": 8.0, "errors": 0}
