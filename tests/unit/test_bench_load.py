@@ -431,3 +431,21 @@ def test_lab_network_as_molecule_reads_it():
     assert lab_mod.lab_network({"LAB_NETWORK": ""}) == "puppet-lab"
     assert lab_mod.lab_network({"LAB_NETWORK": "puppet-lab-2"}) == "puppet-lab-2"
     assert lab_mod.process_network("no-such-pid") == "puppet-lab"
+
+
+def test_jfr_top_counts_the_top_frame_as_self_and_every_frame_once_as_total():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import jfr_top  # noqa: E402 pylint: disable=import-outside-toplevel,import-error
+
+    def sample(*names):
+        return {"values": {"stackTrace": {"frames": [
+            {"method": {"type": {"name": owner}, "name": method}} for owner, method in (n.split(".") for n in names)]}}}
+    recording = {"recording": {"events": [sample("Lexer.scan", "Parser.parse", "Epp.render"),
+                                          sample("Lexer.scan", "Lexer.scan", "Epp.render"),
+                                          sample("Gc.mark")]}}
+    samples, own, total, ruby = jfr_top.top_methods(recording, 3)
+    assert samples == 3 and ruby == []
+    assert own[0] == ("Lexer.scan", 2 / 3)
+    assert dict(total)["Epp.render"] == 2 / 3 and dict(total)["Lexer.scan"] == 2 / 3
+    assert jfr_top.ruby_name("usr/lib/ruby/vendor_ruby/puppet/pops/parser/lexer2.RUBY$method$scan$0") == "puppet/pops/parser/lexer2.rb: scan"
+    assert jfr_top.ruby_name("org/jruby/RubyHash.internalGetEntry") is None
