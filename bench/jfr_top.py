@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """The hottest methods of a Java Flight Recorder recording of puppetserver, from the JDK's
 `jfr print --json --events jdk.ExecutionSample` (read on standard input).
 
-    jfr print --json --events jdk.ExecutionSample --stack-depth 64 rec.jfr | bench/jfr_top.py [N]
+    jfr print --json --events jdk.ExecutionSample --stack-depth 64 rec.jfr | python3 bench/jfr_top.py [N]
 
 Prints the N methods most often on top of a sampled stack ("self": where the CPU is spent)
 and the N most often anywhere on it ("total"), as shares of all samples, then the same
@@ -29,7 +28,7 @@ RUBY_METHOD = "RUBY$method$"
 
 def ruby_name(name):
     """"puppet/pops/parser/lexer2.rb: scan" for a JRuby-compiled Ruby method, else None."""
-    owner, _, method = name.rpartition(".")
+    owner, method = name.rsplit(".", 1) if "." in name else ("", name)
     if not method.startswith(RUBY_METHOD):
         return None
     path = owner.split("vendor_ruby/", 1)[-1]
