@@ -238,6 +238,7 @@ def plot_all(use=None):
                   "Catalog throughput per configuration\n(2 cores shared with the load generator; orange: two masters)",
                   "load-throughput.png")
     plot_bench_env(plt, chosen)
+    plot_jvm_experiments(plt, chosen.get("combo4:jvm-experiments:bench") or latest("jvm-experiments", "combo4", "bench"))
     d = chosen.get("master-down") or latest("master-down")
     if d:
         plot_master_down(plt, d)
@@ -288,13 +289,17 @@ def bar_chart(plt, rows, colors, xlabel, title, filename):
 def plot_bench_env(plt, chosen):
     """The 30-module code: puppetserver tuned and stock, per front and through the LB,
     next to Puppet 5.5 under Passenger (the legacy lab) on the same machine."""
-    rows = []
+    rows, missing = [], []
     for block, lab, prefix in (("tuning", "combo4", "puppetserver 8.7: "), ("entry", "combo4", "puppetserver 8.7: "),
                                ("entry", "legacy", "")):
         d = chosen.get(f"{lab}:{block}:bench") or latest(block, lab, "bench")
         if d:
             rows += [dict(r, label=prefix + r["label"]) for r in read_summary(d)["results"]]
-    if not rows:
+        else:
+            missing.append(f"{lab} {block}")
+    if missing:
+        # A comparison with a side missing would replace the plot the docs describe.
+        log(f"load-bench-env.png not redrawn: no result with --environment bench for {', '.join(missing)}")
         return
     colors = ["#55a868" if "Puppet 5" in r["label"] else "#c44e52" if "stock" in r["label"] else
               "#dd8452" if r.get("masters", 1) == 2 else "#4c72b0" for r in rows]
@@ -302,3 +307,30 @@ def plot_bench_env(plt, chosen):
               "whole agent runs (catalogs) per second, the 30-module bench code (336 catalog resources)",
               "puppetserver (tuned, stock) vs Puppet 5.5 under Passenger\n(2 cores shared with the load generator)",
               "load-bench-env.png")
+
+
+def plot_jvm_experiments(plt, result_dir):
+    """jvm-experiments: puppetserver's CPU seconds per agent run (the stack's, from the
+    cgroups) of each configuration, the baseline's measurements as one bar each."""
+    if not result_dir:
+        return
+    summary = read_summary(result_dir)
+    bars = []
+    for r in summary["results"]:
+        for i, value in enumerate(r.get("round_stack_cpu_s_per_run", [])):
+            suffix = f" ({i + 1})" if len(r["round_stack_cpu_s_per_run"]) > 1 else ""
+            bars.append((r["label"].replace("puppet1 direct, ", "") + suffix, value, r.get("experiment") == "baseline"))
+    if not bars:
+        return
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(bars) + 2))
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=["#4c72b0" if b[2] else "#dd8452" for b in bars])
+    for i, (_, value, _) in enumerate(bars):
+        ax.text(value, i, f" {value:.2f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("CPU seconds per agent run (lower is better), the 30-module bench code")
+    ax.set_xlim(0, max(b[1] for b in bars) * 1.12)
+    ax.set_title(f"One setting at a time against the collection's settings (blue)\n"
+                 f"puppet1 direct, after {summary.get('warmup_s', '?')} s of load since a restart")
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMGDIR, "load-jvm-experiments.png"), dpi=100)
+    log(f"wrote {os.path.join(IMGDIR, 'load-jvm-experiments.png')}")

@@ -449,3 +449,13 @@ def test_jfr_top_counts_the_top_frame_as_self_and_every_frame_once_as_total():
     assert dict(total)["Epp.render"] == 2 / 3 and dict(total)["Lexer.scan"] == 2 / 3
     assert jfr_top.ruby_name("usr/lib/ruby/vendor_ruby/puppet/pops/parser/lexer2.RUBY$method$scan$0") == "puppet/pops/parser/lexer2.rb: scan"
     assert jfr_top.ruby_name("org/jruby/RubyHash.internalGetEntry") is None
+
+
+def test_the_bench_env_plot_is_not_redrawn_with_a_side_missing(monkeypatch, tmp_path):
+    """A machine with only the tuning block's result would replace the comparison with
+    Passenger by a plot without it."""
+    (tmp_path / "r-tuning").mkdir()
+    monkeypatch.setattr(report, "latest", lambda block, lab="combo4", environment="production":
+                        str(tmp_path / "r-tuning") if block == "tuning" else None)
+    monkeypatch.setattr(report, "read_summary", lambda d: {"results": [{"label": "tuned", "catalogs_per_s": 1.0}]})
+    report.plot_bench_env(None, {})  # plt None: drawing anything would fail
