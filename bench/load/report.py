@@ -322,13 +322,14 @@ def plot_jvm_experiments(plt, result_dir):
             bars.append((r["label"].replace("puppet1 direct, ", "") + suffix, value, r.get("experiment") == "baseline"))
     if not bars:
         return
+    labels, values, baselines = zip(*bars)
     fig, ax = plt.subplots(figsize=(11, 0.5 * len(bars) + 2))
-    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=["#4c72b0" if b[2] else "#dd8452" for b in bars])
-    for i, (_, value, _) in enumerate(bars):
+    ax.barh(labels, values, color=["#4c72b0" if b else "#dd8452" for b in baselines])
+    for i, value in enumerate(values):
         ax.text(value, i, f" {value:.2f}", va="center")
     ax.invert_yaxis()
     ax.set_xlabel("CPU seconds per agent run (lower is better), the 30-module bench code")
-    ax.set_xlim(0, max(b[1] for b in bars) * 1.12)
+    ax.set_xlim(0, max(values) * 1.12)
     ax.set_title(f"One setting at a time against the collection's settings (blue)\n"
                  f"puppet1 direct, after {summary.get('warmup_s', '?')} s of load since a restart")
     fig.tight_layout()
