@@ -247,8 +247,11 @@ class Cluster:
         return sum(len(self.lb_log(lb)) for lb in self.lbs)
 
     def access_log(self, master):
-        """Requests puppetserver itself answered on this master (or the CA)."""
-        return self.read_log(master, "/var/log/puppetserver/puppetserver-access.log")
+        """Requests puppetserver itself answered on this master (or the CA), those of the
+        days logback rolled over at midnight (UTC) first: a run across midnight found the
+        requests of the day before gone from the current file."""
+        rolled = self.host(master).run("zcat -f /var/log/puppetserver/puppetserver-access-*.log.gz 2>/dev/null")
+        return rolled.stdout + self.read_log(master, "/var/log/puppetserver/puppetserver-access.log")
 
     def tls_lbs(self):
         """The load balancers that end TLS and vouch for clients in headers (tls mode): the
