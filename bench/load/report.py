@@ -270,14 +270,16 @@ def plot_master_down(plt, result_dir):
     log(f"wrote {os.path.join(IMGDIR, 'load-master-down.png')}")
 
 
-def bar_chart(plt, rows, colors, xlabel, title, filename):
-    """Catalogs per second of result rows, one bar each, into docs/img/<filename>."""
+def bar_chart(plt, rows, colors, xlabel, title, filename, key="catalogs_per_s", digits=1):
+    """A figure of result rows (catalogs per second unless `key` names another), one bar
+    each, into docs/img/<filename>."""
     fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
     labels = [r["label"] + (" (disturbed)" if r.get("disturbed") else "") for r in rows]
-    vals = [r["catalogs_per_s"] for r in rows]
+    vals = [r[key] for r in rows]
     ax.barh(labels, vals, color=colors)
     for i, v in enumerate(vals):
-        ax.text(v, i, f" {v:.1f}", va="center")
+        ax.text(v, i, f" {v:.{digits}f}", va="center")
+    ax.set_xlim(0, max(vals) * 1.12)  # room for the last bar's figure
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
@@ -315,23 +317,17 @@ def plot_jvm_experiments(plt, result_dir):
     if not result_dir:
         return
     summary = read_summary(result_dir)
-    bars = []
+    rows = []
     for r in summary["results"]:
-        for i, value in enumerate(r.get("round_stack_cpu_s_per_run", [])):
-            suffix = f" ({i + 1})" if len(r["round_stack_cpu_s_per_run"]) > 1 else ""
-            bars.append((r["label"].replace("puppet1 direct, ", "") + suffix, value, r.get("experiment") == "baseline"))
-    if not bars:
+        values = r.get("round_stack_cpu_s_per_run", [])
+        for i, value in enumerate(values):
+            suffix = f" ({i + 1})" if len(values) > 1 else ""
+            rows.append({"label": r["label"].replace("puppet1 direct, ", "") + suffix, "cpu_s": value,
+                         "baseline": r.get("experiment") == "baseline"})
+    if not rows:
         return
-    labels, values, baselines = zip(*bars)
-    fig, ax = plt.subplots(figsize=(11, 0.5 * len(bars) + 2))
-    ax.barh(labels, values, color=["#4c72b0" if b else "#dd8452" for b in baselines])
-    for i, value in enumerate(values):
-        ax.text(value, i, f" {value:.2f}", va="center")
-    ax.invert_yaxis()
-    ax.set_xlabel("CPU seconds per agent run (lower is better), the 30-module bench code")
-    ax.set_xlim(0, max(values) * 1.12)
-    ax.set_title(f"One setting at a time against the collection's settings (blue)\n"
-                 f"puppet1 direct, after {summary.get('warmup_s', '?')} s of load since a restart")
-    fig.tight_layout()
-    fig.savefig(os.path.join(IMGDIR, "load-jvm-experiments.png"), dpi=100)
-    log(f"wrote {os.path.join(IMGDIR, 'load-jvm-experiments.png')}")
+    bar_chart(plt, rows, ["#4c72b0" if r["baseline"] else "#dd8452" for r in rows],
+              "CPU seconds per agent run (lower is better), the 30-module bench code",
+              f"One setting at a time against the collection's settings (blue)\n"
+              f"puppet1 direct, after {summary.get('warmup_s', '?')} s of load since a restart",
+              "load-jvm-experiments.png", key="cpu_s", digits=2)

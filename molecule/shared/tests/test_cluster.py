@@ -257,9 +257,11 @@ def test_private_keys_are_readable_by_their_service_only(cluster):
 
 def start_wait_command(host, service):
     """The shell script systemd runs after starting the service (ExecStartPost): the
-    unit's own line unless a drop-in resets it, as `systemctl cat` lists them in order."""
+    unit's own line unless a drop-in resets it, as `systemctl cat` lists them in order.
+    None where the host has no such unit."""
     listing = host.run(f"systemctl cat {service}.service")
-    assert listing.rc == 0, listing.stderr
+    if listing.rc != 0:
+        return None
     commands = []
     for line in listing.stdout.splitlines():
         if line.startswith("ExecStartPost="):
@@ -284,9 +286,9 @@ def test_a_start_wait_survives_the_moment_before_the_service_drops_root(cluster)
     checked = 0
     for name, service in services:
         host = cluster.host(name)
-        if host.run(f"systemctl cat {service}.service").rc != 0:
-            continue  # Puppet 5 under Passenger: no puppetserver unit
         script = start_wait_command(host, service)
+        if script is None:
+            continue  # Puppet 5 under Passenger: no puppetserver unit
         user = "puppet" if service == "puppetserver" else "puppetdb"
         wait = f"runuser -u {user} -- env RUNTIME_DIRECTORY=/run/start-wait-test MAINPID=PID sh -c {shlex.quote(script)}"
         assert host.run(f"rm -rf /run/start-wait-test && install -d -o {user} /run/start-wait-test && "
