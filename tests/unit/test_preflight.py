@@ -29,6 +29,17 @@ GOOD_GROUPS = {
 }
 
 
+FACT_CACHE = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_fact_cache(tmp_path_factory):
+    """Every host of every case is this machine: its facts are gathered once for the
+    module into a jsonfile cache (which `gathering = smart` reads) instead of once per
+    host in every case, about a quarter of each case's time. No role sets cacheable facts."""
+    FACT_CACHE["dir"] = str(tmp_path_factory.mktemp("facts"))
+
+
 def run_site(tmp_path, groups=None, variables=None, host_vars=None):
     groups = GOOD_GROUPS if groups is None else groups
     children = {}
@@ -38,7 +49,9 @@ def run_site(tmp_path, groups=None, variables=None, host_vars=None):
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_NOCOLOR="1")
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=FACT_CACHE["dir"],
+               ANSIBLE_CACHE_PLUGIN_TIMEOUT="3600")
     result = subprocess.run(
         ["ansible-playbook", "--check", "-i", str(path), str(ROOT / "site.yml")],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False,

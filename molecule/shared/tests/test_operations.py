@@ -6,6 +6,8 @@ CA module.
 
 import re
 
+import pytest
+
 
 def test_status_reports_a_healthy_cluster_in_check_mode(cluster):
     status = cluster.run_playbook("playbooks/status.yml", args=("--check",))
@@ -19,7 +21,13 @@ def test_status_reports_a_healthy_cluster_in_check_mode(cluster):
 
 def test_status_fails_listing_what_expires_and_disks_fuller_than_the_thresholds(cluster):
     """Both thresholds in one status run (in check mode): the playbook gathers every
-    problem of every host before it fails, so one run shows both lists."""
+    problem of every host before it fails, so one run shows both lists.
+
+    The thresholds are the same tasks on every host of every combination: proved once,
+    on combination 4 (each status run costs half a minute of the suite). The healthy
+    run above, whose checks differ by topology, runs in every scenario."""
+    if cluster.combination != 4:
+        pytest.skip("status.yml's thresholds are proved on combination 4")
     status = cluster.run_playbook("playbooks/status.yml", args=(
         "--check",
         # Puppet's CA certificate is valid 15 years, host certificates 5: all within 100 years.
