@@ -158,3 +158,21 @@ def test_the_check_gate_fails_on_changes_and_on_a_log_it_cannot_read(tmp_path, l
                             capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode == 0) == ok, result.stdout + result.stderr
     assert result.stdout.startswith(said), result.stdout + result.stderr
+
+
+def test_the_checks_at_once_write_one_line_each_in_order_with_their_results(tmp_path):
+    """The four checks run at the same time; each writes its own line (a failed one too,
+    and one that died before writing counts as failed), in a fixed order, so the summary
+    and the budget read them as before. Stub checks: sanity fails, build dies silently."""
+    results = tmp_path / "results"
+    stubs = ('run_step() { case $1 in unit) sleep 1;; sanity) echo "sanity broke"; return 1;; '
+             'build) kill -9 $BASHPID;; esac; return 0; }')
+    result = subprocess.run(["bash", "-c", f'. "{LAB}"; {stubs}; run_checks_at_once "{results}"'],
+                            capture_output=True, text=True, timeout=60, check=False)
+    lines = results.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["lint", "unit", "sanity", "build"], lines
+    assert [line.split()[2] for line in lines] == ["passed", "passed", "failed", "failed"], lines
+    # Each step's wall time; the stretch's CPU on the first line only.
+    assert int(lines[1].split()[1]) >= 1 and all(line.split()[3] == "0" for line in lines[1:]), lines
+    assert "sanity broke" in result.stdout, result.stdout + result.stderr
+    assert not list(tmp_path.glob("results.*")), "the per-check files are left behind"

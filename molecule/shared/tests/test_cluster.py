@@ -319,11 +319,14 @@ def test_agent_runs_succeed_with_one_master_down(cluster):
         # runs that happened to go elsewhere, would otherwise pass).
         cluster.assert_connection_refused(down)
         cluster.assert_runs_avoid(down)
-        # The operator's status playbook says so, and fails.
-        status = cluster.run_playbook("playbooks/status.yml")
-        assert status.returncode != 0
-        # Ansible prints a failed assertion's list on stderr.
-        assert f"{down}: service puppetserver is not running" in status.stdout + status.stderr, status.stderr[-4000:]
+        # The operator's status playbook says so, and fails. Its service checks are the
+        # same tasks in every combination: asked once, on combination 4 (a status run is
+        # half a minute of the suite).
+        if cluster.combination == 4:
+            status = cluster.run_playbook("playbooks/status.yml")
+            assert status.returncode != 0
+            # Ansible prints a failed assertion's list on stderr.
+            assert f"{down}: service puppetserver is not running" in status.stdout + status.stderr, status.stderr[-4000:]
     finally:
         host.run(f"systemctl start {' '.join(services)}")
         cluster.wait_master_ready(down)

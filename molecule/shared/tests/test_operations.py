@@ -47,7 +47,10 @@ def test_status_fails_listing_what_expires_and_disks_fuller_than_the_thresholds(
 
 def test_puppet_cert_module_signs_revokes_and_cleans_on_the_real_ca(cluster):
     """The module the roles sign with, on this scenario's puppetserver (7 on Debian 12:
-    one request per name; 8: bulk signing), in normal and check mode."""
+    one request per name; 8: bulk signing), in normal and check mode: on combination 4
+    (puppetserver 8) and 5 (puppetserver 7 on Debian 12), the two code paths."""
+    if cluster.combination not in (4, 5):
+        pytest.skip("the puppet_cert module is proved on puppetserver 8 (combo4) and 7 (combo5)")
     play = cluster.run_playbook("molecule/shared/playbooks/puppet_cert_check.yml")
     assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-1000:]
     assert "puppet_cert: sign, re-sign (no change)" in play.stdout
