@@ -306,9 +306,15 @@ def test_a_start_wait_survives_the_moment_before_the_service_drops_root(cluster)
 
 
 def test_agent_runs_succeed_with_one_master_down(cluster):
+    """A master that refuses connections (its front stopped, or puppetserver where it
+    serves TLS itself) is avoided by the LB, the DNS round robin or the agent. The LB
+    and agents see the same refused connection whether puppetserver stopped with its
+    front or not: puppetserver stops too only in combination 4, where status.yml must
+    name it (a puppetserver start is the costly part of this test). A front answering
+    while puppetserver is down is the LB health tests' case (test_lb_health.py)."""
     down = cluster.compile_only_masters[0]
-    services = ["puppetserver"]
     front = cluster.var(down, "puppet_master_frontend", "nginx")
+    services = ["puppetserver"] if front == "none" or cluster.combination == 4 else []
     if front != "none":
         services.append({"nginx": "nginx", "apache": "apache2"}[front])
     host = cluster.host(down)
