@@ -115,8 +115,9 @@ def test_lint_fails_when_any_of_its_checks_fails(tmp_path, failing):
 def test_the_summary_counts_each_steps_result(tmp_path, lines, summary, ok):
     results = tmp_path / "results"
     (tmp_path / "results.1").write_text("\n".join(lines) + "\n")
+    # Ten steps: the four checks and six scenarios, legacy's included (LAB_LEGACY=1).
     result = subprocess.run(["bash", "-c", f'. "{LAB}"; summarize_results "{results}"'], capture_output=True,
-                            text=True, timeout=60, check=False)
+                            text=True, timeout=60, check=False, env=dict(os.environ, LAB_LEGACY="1"))
     assert result.stdout.strip() == summary, result.stdout + result.stderr
     assert (result.returncode == 0) == ok
 
