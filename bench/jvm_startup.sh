@@ -36,8 +36,9 @@ in_container 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq puppetserver
 in_container 'puppetserver ca setup >/dev/null 2>&1'
 
 start_once() {
-  local label=$1 args=${2#-} mode=$3 instances=$4
-  [ "$2" = - ] || args=$2
+  # "-" stands for no extra JVM option.
+  local label=$1 args=$2 mode=$3 instances=$4
+  [ "$args" != - ] || args=
   in_container "sed -i 's|^JAVA_ARGS=.*|JAVA_ARGS=\"-Xms1024m -Xmx1024m $args\"|' /etc/default/puppetserver"
   in_container "sed -i '/^ *#\\? *compile-mode:/d; /^ *#\\? *max-active-instances:/d; s|^jruby-puppet: {|jruby-puppet: {\\n    compile-mode: $mode\\n    max-active-instances: $instances|' /etc/puppet/puppetserver/conf.d/puppetserver.conf"
   in_container 'systemctl stop puppetserver'

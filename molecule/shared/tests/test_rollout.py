@@ -43,21 +43,22 @@ class AgentTraffic:
     def __enter__(self):
         for agent in self.cluster.agents:
             self.cluster.host(agent).run(f"rm -rf {TRAFFIC} && mkdir -p {TRAFFIC} && touch {TRAFFIC}/runs.log")
-            if "runs" not in self.loops[agent]:
-                self._loop(agent, "requests", self.request_loop(agent))
-                continue
-            # One line per agent run: exit code (--test: 0 or 2 is a success) and the
-            # master the catalog names; a failed run's output is kept.
-            self._loop(agent, "runs", (
-                f"puppet agent --test --color=false {self.cluster.lock_wait(agent)} > {TRAFFIC}/out 2>&1;"
-                f" rc=$?; echo \"rc=$rc $(grep -o 'compiled by [^ ]* on [^ ]*' {TRAFFIC}/out | head -1)\""
-                f" >> {TRAFFIC}/runs.log; case $rc in 0|2) ;; *) cat {TRAFFIC}/out >> {TRAFFIC}/failed.log;; esac;"
-                # Paced too: back-to-back runs kept one of the lab's two cores busy with
-                # Ruby and slowed the restarts under test; the requests below still
-                # probe the shared name twice a second in between.
-                " sleep 5"))
+            if "runs" in self.loops[agent]:
+                self.start_runs(agent)
             self._loop(agent, "requests", self.request_loop(agent))
         return self
+
+    def start_runs(self, agent):
+        """One line per agent run: exit code (--test: 0 or 2 is a success) and the
+        master the catalog names; a failed run's output is kept."""
+        self._loop(agent, "runs", (
+            f"puppet agent --test --color=false {self.cluster.lock_wait(agent)} > {TRAFFIC}/out 2>&1;"
+            f" rc=$?; echo \"rc=$rc $(grep -o 'compiled by [^ ]* on [^ ]*' {TRAFFIC}/out | head -1)\""
+            f" >> {TRAFFIC}/runs.log; case $rc in 0|2) ;; *) cat {TRAFFIC}/out >> {TRAFFIC}/failed.log;; esac;"
+            # Paced too: back-to-back runs kept one of the lab's two cores busy with
+            # Ruby and slowed the restarts under test; the requests still probe the
+            # shared name twice a second in between.
+            " sleep 5"))
 
     def request_loop(self, agent):
         """Paced, not a readiness wait: a steady trickle of node requests to the shared name."""
