@@ -425,9 +425,9 @@ class Cluster:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def run_site_play(self, move=None):
+    def run_site_play(self, move=None, args=()):
         """Re-run site.yml; it must succeed."""
-        play = self.run_playbook("site.yml", move=move)
+        play = self.run_playbook("site.yml", move=move, args=args)
         assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-2000:]
         return play.stdout
 
@@ -450,3 +450,11 @@ def cluster():
         check=True, capture_output=True, text=True,
     ).stdout
     return Cluster(json.loads(listing))
+
+
+@pytest.fixture(scope="session")
+def healthy_status(cluster):
+    """One read-only run of status.yml (in check mode) on the healthy cluster, before any
+    drill stops a service: the tests that read its report share it (a status run is half a
+    minute of the suite)."""
+    return cluster.run_playbook("playbooks/status.yml", args=("--check",))

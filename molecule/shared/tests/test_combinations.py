@@ -150,7 +150,8 @@ def test_code_change_reaches_every_master_in_one_play_run(cluster):
     )
     assert change.rc == 0, change.stdout + change.stderr
     production, decoy = change.stdout.split()
-    cluster.run_site_play()
+    # The play for the masters alone, as docs/operations.md says a code change needs.
+    cluster.run_site_play(args=("--limit", "puppet_masters"))
     heads = {m: cluster.host(m).run("git -C /etc/puppet/code/environments/production rev-parse HEAD").stdout.strip()
              for m in cluster.masters}
     assert heads == {m: production for m in cluster.masters}, f"production {production}, decoy {decoy}: {heads}"

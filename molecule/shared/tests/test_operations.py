@@ -9,8 +9,8 @@ import re
 import pytest
 
 
-def test_status_reports_a_healthy_cluster_in_check_mode(cluster):
-    status = cluster.run_playbook("playbooks/status.yml", args=("--check",))
+def test_status_reports_a_healthy_cluster_in_check_mode(healthy_status):
+    status = healthy_status
     assert status.returncode == 0, status.stdout[-4000:] + status.stderr[-1000:]
     assert "healthy: nothing down" in status.stdout
     # Any count of changes in the recap (changed=2..), and any changed task line.
