@@ -177,3 +177,26 @@ def test_the_checks_at_once_write_one_line_each_in_order_with_their_results(tmp_
     assert int(lines[1].split()[1]) >= 1 and all(line.split()[3] == "0" for line in lines[1:]), lines
     assert "sanity broke" in result.stdout, result.stdout + result.stderr
     assert not list(tmp_path.glob("results.*")), "the per-check files are left behind"
+
+
+def test_a_scenario_starts_without_the_containers_and_the_state_of_an_earlier_run(tmp_path):
+    """clear_scenario removes the lab network's containers and Molecule's working
+    directory of the scenario (its state says "created" after an interrupted run, and
+    create would then be skipped): the stub docker lists two containers."""
+    state = tmp_path / "molecule.XXXX.combo4"
+    state.mkdir()
+    (state / "state.yml").write_text("created: true\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(f'#!/bin/sh\necho "docker $*" >> "{tmp_path}/docker.log"\n'
+                      'if [ "$1" = ps ]; then printf "c1\\nc2\\n"; fi\n')
+    docker.chmod(0o755)
+    stubs = f'molecule_ephemeral_dir() {{ echo "{state}"; }}\n'
+    result = subprocess.run(["bash", "-c", f'. "{LAB}"\n{stubs}clear_scenario combo4'],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not state.exists(), "Molecule's state of the earlier run is left"
+    calls = (tmp_path / "docker.log").read_text().splitlines()
+    assert calls == ["docker ps -aq --filter network=puppet-lab", "docker rm -f -v c1 c2"], calls
