@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import SSLDIR
+from conftest import SSLDIR, full_suite_only
 from test_restore import PASSPHRASE
 from test_rollout import AgentTraffic, main_pid, offer_newer_package
 
@@ -229,7 +229,9 @@ def test_site_upgrades_puppetdb_one_host_at_a_time_without_failing_an_agent_run(
     """A new puppet_puppetdb_version rolls out through site.yml one PuppetDB host at a
     time: while one restarts the masters use the other, and no agent run fails. (The
     new version is the installed package under a higher version number, from a local
-    apt repository: dpkg, the package scripts and the restart are real.)"""
+    apt repository: dpkg, the package scripts and the restart are real.) The masters'
+    rolling upgrade (test_rollout.py) proves the same one-at-a-time play in the default run."""
+    full_suite_only("PuppetDB's rolling upgrade (4 minutes)")
     versions = {offer_newer_package(cluster.host(puppetdb), "puppetdb") for puppetdb in puppetdbs}
     assert len(versions) == 1, versions
     version = versions.pop()

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from conftest import full_suite_only
 from test_cluster import assert_masters_serve_revision
 
 
@@ -47,6 +48,9 @@ def test_scale_out_adds_a_master_behind_the_load_balancer(cluster, tmp_path):
     spares = cluster.groups.get("lab_spare_masters", [])
     if not spares:
         pytest.skip("this scenario has no spare master")
+    # Its run carries the copied code's change too, which the scale-in's run proves in
+    # the default run.
+    full_suite_only("the scale-out to a third master (a whole site run, 5 minutes)")
     spare = spares[0]
     agents_before, ca_before = agent_settings(cluster), ca_inventory(cluster)
     code = changed_code(cluster, tmp_path)
@@ -70,12 +74,17 @@ def test_scale_out_adds_a_master_behind_the_load_balancer(cluster, tmp_path):
         assert_masters_serve_revision(cluster, [*cluster.masters, spare], 2)
 
 
-def test_scale_in_takes_a_master_out_cleanly(cluster):
+def test_scale_in_takes_a_master_out_cleanly(cluster, tmp_path):
+    """The retired master leaves the load balancer and the CA's trust, with no change to
+    agents. The same run carries a change of the code copied from the controller: the
+    masters that stay serve it (the scale-out's run proves the same with LAB_FULL=1)."""
     leaving = cluster.var(cluster.ca, "lab_scale_in_master")
     if not leaving:
         pytest.skip("this scenario retires no master")
     agents_before = agent_settings(cluster)
-    cluster.run_site_play(move={leaving: ("puppet_masters", "puppet_masters_retired")})
+    code = changed_code(cluster, tmp_path)
+    cluster.run_site_play(move={leaving: ("puppet_masters", "puppet_masters_retired")},
+                          args=("-e", f"puppet_master_code_source={code}") if code else ())
     assert leaving not in cluster.lb_config()
     assert agent_settings(cluster) == agents_before, "removing a master changed an agent"
     host = cluster.host(leaving)
@@ -89,3 +98,5 @@ def test_scale_in_takes_a_master_out_cleanly(cluster):
         assert run.rc in (0, 2), run.stdout + run.stderr
         assert cluster.compiled_by(run.stdout) in cluster.masters
         assert cluster.compiled_by(run.stdout) != leaving
+    if code:
+        assert_masters_serve_revision(cluster, [m for m in cluster.masters if m != leaving], 2)
