@@ -200,3 +200,12 @@ def test_a_scenario_starts_without_the_containers_and_the_state_of_an_earlier_ru
     assert not state.exists(), "Molecule's state of the earlier run is left"
     calls = (tmp_path / "docker.log").read_text().splitlines()
     assert calls == ["docker ps -aq --filter network=puppet-lab", "docker rm -f -v c1 c2"], calls
+
+
+@pytest.mark.parametrize("full, expected", [("0", ["combo4", "combo3"]), ("1", ["combo4", "combo1", "combo3", "combo2", "combo5"])])
+def test_the_default_run_keeps_the_check_step_where_every_role_is(full, expected):
+    """combo4 and combo3 hold every role between them; LAB_FULL=1 checks every scenario."""
+    listing = subprocess.run(
+        ["bash", "-c", f'. "{LAB}"; for s in combo4 combo1 combo3 combo2 combo5; do runs_check_step $s && echo $s; done'],
+        capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ, LAB_FULL=full))
+    assert listing.stdout.split() == expected, listing.stdout + listing.stderr
